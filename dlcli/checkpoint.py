@@ -1,0 +1,111 @@
+"""Orbax checkpoints of a run: the last K and the best by the monitored metric.
+
+Each checkpoint is a step folder under `run_dir/checkpoints/` holding two items:
+`state`, the model and optimizer state as a pure pytree of arrays, and `meta`, JSON
+with the step, epoch, the base RNG key, the early-stopping bookkeeping, that
+evaluation's metrics and the resolved config. Orbax writes each save into a temporary
+folder and renames it when complete, so a crash mid-save leaves the previous
+checkpoints intact. Restores use the freshly built state as the target, so shapes
+and dtypes come from the config, not from whatever is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dlcli.errors import BadInput
+
+
+def _quiet_orbax() -> None:
+    for name in ("absl", "orbax", "jax._src.distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir).absolute() / "checkpoints"
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    folder = checkpoint_dir(run_dir)
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
+class RunCheckpoints:
+    """A CheckpointManager keeping the last `keep` steps plus the best one.
+
+    Which step is best is decided by the training loop (with its min_delta and
+    tie-breaking), not re-derived here: each save records whether it was the best so
+    far, and the most recent such save is the current best.
+    """
+
+    def __init__(self, run_dir: Path, *, keep: int, read_only: bool = False):
+        _quiet_orbax()
+        import orbax.checkpoint as ocp
+        from orbax.checkpoint import checkpoint_managers as policies
+
+        self._ocp = ocp
+        self.directory = checkpoint_dir(run_dir)
+        keep_policy = policies.AnyPreservationPolicy([
+            policies.LatestN(n=keep),
+            policies.BestN(get_metric_fn=lambda metrics: (metrics["was_best"], metrics["step"]), n=1),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=keep_policy, create=not read_only, read_only=read_only,
+            cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state: Any, meta: dict, is_best: bool) -> None:
+        """Start an asynchronous save; the previous save is finished first."""
+        self.manager.wait_until_finished()
+        ocp = self._ocp
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                          metrics={"was_best": float(is_best), "step": float(step)})
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def resolve(self, which: str) -> int:
+        """'latest', 'best' or a step number -> an existing step."""
+        steps = self.steps()
+        if not steps:
+            raise BadInput(f"{self.directory} holds no checkpoint; train the run first")
+        if which == "latest":
+            return steps[-1]
+        if which == "best":
+            return int(self.read_meta(steps[-1])["best_step"])
+        if which.isdigit() and int(which) in steps:
+            return int(which)
+        raise BadInput(f"--checkpoint {which!r} is not available; use best, latest or one of the saved steps: "
+                       f"{', '.join(map(str, steps))}")
+
+    def read_meta(self, step: int) -> dict:
+        try:
+            restored = self.manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))
+        except Exception as err:  # any failure to read means the checkpoint is unusable
+            raise self._unreadable(step, err) from None
+        return dict(restored["meta"])
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+        """(state shaped like `target`, meta) of checkpoint `step`."""
+        ocp = self._ocp
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        except Exception as err:  # corrupt, truncated or mismatched files all land here
+            raise self._unreadable(step, err) from None
+        return restored["state"], dict(restored["meta"])
+
+    def _unreadable(self, step: int, err: Exception) -> BadInput:
+        reason = " ".join(str(err).split())[:160]
+        return BadInput(f"checkpoint {step} in {self.directory} is corrupt or unreadable ({type(err).__name__}: {reason}); "
+                        "pick another with --checkpoint STEP, or retrain with --overwrite")
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

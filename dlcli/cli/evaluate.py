@@ -1,0 +1,44 @@
+"""`dlcli eval`: re-measure a checkpoint of a run, from the run folder alone."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dlcli.cli import app, reports_errors
+from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
+@app.command("eval")
+@reports_errors
+def eval_command(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `dlcli train`."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, latest, or a saved step number."),
+    split: Split = typer.Option(Split.test, "--split", help="Which split to measure."),
+    data_dir: Optional[Path] = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Evaluate a run's checkpoint on the validation or test split."""
+    from dlcli.train.evaluate import evaluate_run
+
+    result = evaluate_run(run_dir, checkpoint=checkpoint, split=split.value, data_dir=data_dir_or_default(data_dir))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from dlcli.console import confusion_table, fmt, key_value_table, stdout
+
+    rows = [("run folder", result["run_dir"]), ("checkpoint", f"step {result['checkpoint']}"),
+            ("parameters", fmt(result["params"]))]
+    rows += [(name, fmt(value)) for name, value in result["metrics"].items()]
+    stdout.print(key_value_table(f"evaluation on {result['split']}", rows))
+    if "confusion" in result:
+        stdout.print(confusion_table(result["confusion"]))

@@ -1,0 +1,56 @@
+"""`dlcli train`: run one experiment into a run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dlcli.cli import app, reports_errors
+from dlcli.cli.options import DataDirOption, JsonOption, SeedOption, SetOption, data_dir_or_default
+
+
+@app.command("train")
+@reports_errors
+def train_command(
+    config: Optional[Path] = typer.Argument(None, help="YAML experiment file; default: the built-in digits MLP."),
+    set_: Optional[list[str]] = SetOption,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder; default: runs/<experiment name>."),
+    seed: Optional[int] = SeedOption,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its latest checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --run-dir."),
+    data_dir: Optional[Path] = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train an experiment: progress on stderr, a summary table (or --json) on stdout."""
+    from dlcli.config import load_config
+
+    cfg = load_config(config, set_ or [], seed)
+    run_dir = run_dir if run_dir is not None else Path("runs") / cfg.name
+
+    from dlcli.train.loop import fit
+
+    summary = fit(cfg, run_dir, data_dir=data_dir_or_default(data_dir), resume=resume, overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "confusion"}))
+    else:
+        print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    from dlcli.console import fmt, key_value_table, stdout
+
+    rows = [
+        ("run folder", summary["run_dir"]),
+        ("model", f"{summary['model']} on {summary['dataset']}"),
+        ("parameters", fmt(summary["params"])),
+        ("steps (epochs)", f"{fmt(summary['steps'])} ({summary['epochs']:g})" + (", stopped early" if summary["stopped_early"] else "")),
+        (f"best {summary['monitor']}", f"{fmt(summary['best_value'])} at step {fmt(summary['best_step'])}"),
+        ("evaluated checkpoint", f"step {fmt(summary['evaluated_checkpoint'])}"),
+    ]
+    rows += [(name, fmt(value)) for name, value in summary["metrics"].items()]
+    rows += [("wall time", f"{summary['wall_s']:.1f} s"), ("compile time", f"{summary['compile_s']:.2f} s"),
+             ("device", summary["device"])]
+    stdout.print(key_value_table(f"run summary: {summary['name']}", rows))

@@ -1,0 +1,203 @@
+"""The experiment config: sections, YAML loading and `--set` overrides.
+
+Precedence, lowest first: the defaults below (which are themselves the built-in default
+experiment, the digits MLP) < the YAML file < `--set key.path=value` overrides. The
+resolved config is validated whole before any work starts and saved in every run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dlcli.data import DATASETS, DatasetInfo, register_builtin_datasets
+from dlcli.errors import BadInput
+from dlcli.schema import bounded, choose, parse, section, to_dict
+from dlcli.specs import MODELS, register_builtin_models
+
+register_builtin_models()
+register_builtin_datasets()
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """What a batch means. `null` takes the dataset's own kind."""
+
+    name: Literal["classification", "regression"] | None = None
+    label_smoothing: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """An optax optimizer. `weight_decay` is decoupled for adamw and L2 for the others."""
+
+    name: Literal["sgd", "momentum", "adam", "adamw"] = "adam"
+    learning_rate: float = bounded(1e-3, low=0.0, low_open=True)
+    momentum: float = bounded(0.9, low=0.0, high=1.0, high_open=True)
+    nesterov: bool = False
+    b1: float = bounded(0.9, low=0.0, high=1.0, high_open=True)
+    b2: float = bounded(0.999, low=0.0, high=1.0, high_open=True)
+    eps: float = bounded(1e-8, low=0.0, low_open=True)
+    weight_decay: float = bounded(0.0, low=0.0)
+    clip_norm: float | None = bounded(None, low=0.0, low_open=True)
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """Learning-rate schedule over the run's total steps.
+
+    constant; warmup_cosine (linear warm-up for `warmup_steps`, then cosine decay to
+    `min_lr_ratio` x the peak); step_decay (multiply by `decay_rate` every `decay_every` steps).
+    """
+
+    name: Literal["constant", "warmup_cosine", "step_decay"] = "constant"
+    warmup_steps: int = bounded(0, low=0)
+    min_lr_ratio: float = bounded(0.0, low=0.0, high=1.0)
+    decay_every: int = bounded(1000, low=1)
+    decay_rate: float = bounded(0.1, low=0.0, high=1.0, low_open=True)
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """How long and how to train. `steps` wins over `epochs` when both are set.
+
+    `monitor` is the metric that picks the best checkpoint and drives early stopping
+    (default: val/accuracy for classification, val/loss otherwise); `patience` counts
+    evaluations without improvement before stopping (null: never stop early);
+    `restore_best` reports test metrics of, and ends with, the best checkpoint.
+    """
+
+    epochs: int | None = bounded(30, low=1)
+    steps: int | None = bounded(None, low=1)
+    batch_size: int = bounded(128, low=1)
+    eval_every: int | None = bounded(None, low=1)
+    steps_per_dispatch: int = bounded(16, low=1)
+    monitor: str | None = None
+    monitor_mode: Literal["min", "max"] | None = None
+    patience: int | None = bounded(None, low=1)
+    min_delta: float = bounded(0.0, low=0.0)
+    restore_best: bool = True
+    eval_batch_size: int = bounded(1000, low=1)
+
+    def validate(self, path: str) -> None:
+        if self.epochs is None and self.steps is None:
+            raise BadInput(f"{path}.epochs and {path}.steps are both empty; set one of them")
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Orbax checkpoints every `every` evaluations and at the end; the last `keep` and
+    the best by `training.monitor` are kept."""
+
+    every: int = bounded(1, low=1)
+    keep: int = bounded(2, low=1)
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """One experiment. Its defaults are the built-in default experiment (digits MLP)."""
+
+    name: str = "mlp_digits"
+    seed: int = 0
+    model: Any = choose(MODELS, "mlp")
+    data: Any = choose(DATASETS, "digits")
+    task: TaskConfig = section(TaskConfig)
+    optimizer: OptimizerConfig = section(OptimizerConfig)
+    schedule: ScheduleConfig = section(ScheduleConfig)
+    training: TrainingConfig = section(TrainingConfig)
+    checkpoint: CheckpointConfig = section(CheckpointConfig)
+
+    def validate(self, path: str) -> None:
+        info = self.data.info()
+        if self.task.name is not None and self.task.name != info.kind:
+            raise BadInput(f"task.name is {self.task.name!r} but dataset {self.data.name!r} is a {info.kind} dataset; "
+                           f"set task.name: {info.kind} (or leave it out)")
+        self.model.check_input(info)
+        if self.task_kind == "regression" and self.monitor.endswith("accuracy"):
+            raise BadInput(f"training.monitor {self.monitor!r} does not exist for a regression task; use val/loss")
+        if not self.monitor.startswith("val/"):
+            raise BadInput(f"training.monitor must be a validation metric such as val/loss, got {self.monitor!r}")
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.data.info()
+
+    @property
+    def task_kind(self) -> str:
+        return self.task.name or self.info.kind
+
+    @property
+    def monitor(self) -> str:
+        default = "val/accuracy" if self.task_kind == "classification" else "val/loss"
+        return self.training.monitor or default
+
+    @property
+    def monitor_mode(self) -> str:
+        if self.training.monitor_mode:
+            return self.training.monitor_mode
+        return "max" if self.monitor.endswith("accuracy") else "min"
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), seed: int | None = None) -> ExperimentConfig:
+    """Resolve defaults < YAML file at `path` (None: the built-in default) < overrides."""
+    raw: dict = {}
+    if path is not None:
+        raw = read_yaml(Path(path))
+        raw.setdefault("name", Path(path).stem)
+    for item in overrides:
+        apply_override(raw, item)
+    if seed is not None:
+        raw["seed"] = seed
+    return parse(ExperimentConfig, raw, "")
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML file's top-level mapping; `BadInput` for a missing or malformed file."""
+    if not path.is_file():
+        raise BadInput(f"config file {path} does not exist; give the path of a YAML experiment file (see experiments/)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BadInput(f"config file {path} is not valid YAML{where}; fix the syntax there") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"config file {path} must hold a mapping of sections (model:, data:, ...), got a {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set a dotted key in `raw` from 'key.path=value' (value parsed as YAML)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise BadInput(f"--set {item!r} is not of the form key.path=value (e.g. --set training.epochs=5)")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise BadInput(f"--set {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def resolved_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def config_from_dict(raw: dict) -> ExperimentConfig:
+    """Rebuild a config saved in a run folder or a checkpoint."""
+    return parse(ExperimentConfig, copy.deepcopy(raw), "")

@@ -1,0 +1,78 @@
+"""Datasets by name. Each entry is a config section that knows its shapes without
+loading anything (`info`) and loads its train/val/test splits as NumPy arrays (`load`).
+Nothing here imports JAX."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from dlcli.registry import Registry
+
+DATASETS: Registry[type] = Registry("dataset")
+
+TaskKind = Literal["classification", "regression"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a task need to know about a dataset before it is loaded."""
+
+    input_shape: tuple[int, ...]  # one example, e.g. (28, 28, 1) or (2,)
+    n_outputs: int  # classes, or regression targets
+    kind: TaskKind
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+@dataclasses.dataclass
+class Splits:
+    """Arrays of one dataset: x float32 (N, *input_shape); y int32 (N,) or float32 (N, k)."""
+
+    info: DatasetInfo
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def default_data_dir() -> Path:
+    """`DLCLI_DATA_DIR`, else the user's cache directory."""
+    if os.environ.get("DLCLI_DATA_DIR"):
+        return Path(os.environ["DLCLI_DATA_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "dlcli" / "data"
+
+
+def split_by_fraction(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float,
+                      info: DatasetInfo, split_seed: int = 0) -> Splits:
+    """A fixed shuffled split: the same `split_seed` always gives the same three parts."""
+    order = np.random.default_rng(split_seed).permutation(len(x))
+    n_test = int(round(len(x) * test_fraction))
+    n_val = int(round(len(x) * val_fraction))
+    test, val, train = np.split(order, [n_test, n_test + n_val])
+    return Splits(info, (x[train], y[train]), (x[val], y[val]), (x[test], y[test]))
+
+
+def standardize(splits: Splits) -> Splits:
+    """Scale every split by the training set's scalar mean and standard deviation."""
+    mean = float(splits.train[0].mean())
+    std = float(splits.train[0].std()) or 1.0
+
+    def scale(part):
+        return ((part[0] - mean) / std).astype(np.float32), part[1]
+
+    return Splits(splits.info, scale(splits.train), scale(splits.val), scale(splits.test))
+
+
+def register_builtin_datasets() -> None:
+    """Import the modules whose decorators fill `DATASETS`."""
+    from dlcli.data import synthetic, vision  # noqa: F401

@@ -1,0 +1,174 @@
+"""Image classification datasets: scikit-learn's 8x8 digits, MNIST and Fashion-MNIST.
+
+MNIST-style datasets are read from gzip'd IDX files in `<data_dir>/<name>/`. Missing
+files are downloaded from the canonical mirrors (a mirror named by `DLCLI_DATA_MIRROR`
+is tried first), written to a temporary name, checked against their published sha256
+and only then moved into place, so a corrupt download never lands in the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from dlcli.data import DATASETS, DatasetInfo, Splits, split_by_fraction, standardize
+from dlcli.errors import BadInput
+from dlcli.schema import bounded
+
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+}
+
+MIRRORS = {
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+    "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
+
+
+@DATASETS.register("digits")
+@dataclasses.dataclass
+class DigitsConfig:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download)."""
+
+    summary: ClassVar[str] = "8x8 handwritten digits bundled with scikit-learn (1,797 images, 10 classes)"
+    name: str = "digits"
+    val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True)
+    test_fraction: float = bounded(0.2, low=0.0, high=0.5, low_open=True)
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo((8, 8, 1), 10, "classification")
+
+    def load(self, data_dir: Path) -> Splits:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = (digits.images / 16.0).astype(np.float32)[..., None]
+        y = digits.target.astype(np.int32)
+        return standardize(split_by_fraction(x, y, self.val_fraction, self.test_fraction, self.info()))
+
+
+@dataclasses.dataclass
+class IdxImagesConfig:
+    """28x28 grayscale images from gzip'd IDX files; the validation set is a fixed
+    `val_size` images held out of the official training set."""
+
+    name: str
+    val_size: int = bounded(5000, low=1, high=30000)
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo((28, 28, 1), 10, "classification")
+
+    def load(self, data_dir: Path) -> Splits:
+        folder = Path(data_dir) / self.name
+        paths = {f: ensure_file(folder, self.name, f) for f in IDX_FILES}
+        x_train = read_idx(paths["train-images-idx3-ubyte.gz"], 2051)
+        y_train = read_idx(paths["train-labels-idx1-ubyte.gz"], 2049)
+        x_test = read_idx(paths["t10k-images-idx3-ubyte.gz"], 2051)
+        y_test = read_idx(paths["t10k-labels-idx1-ubyte.gz"], 2049)
+        if len(x_train) != len(y_train) or len(x_test) != len(y_test):
+            raise BadInput(f"{folder}: image and label files disagree in length; replace them with the published files")
+        order = np.random.default_rng(0).permutation(len(x_train))
+        val, train = order[: self.val_size], order[self.val_size:]
+
+        def images(a):
+            return (a.astype(np.float32) / 255.0)[..., None]
+
+        splits = Splits(self.info(),
+                        (images(x_train[train]), y_train[train].astype(np.int32)),
+                        (images(x_train[val]), y_train[val].astype(np.int32)),
+                        (images(x_test), y_test.astype(np.int32)))
+        return standardize(splits)
+
+
+@DATASETS.register("mnist")
+@dataclasses.dataclass
+class MnistConfig(IdxImagesConfig):
+    summary: ClassVar[str] = "MNIST handwritten digits, 28x28 (60,000 train, 10,000 test); downloaded once"
+    name: str = "mnist"
+
+
+@DATASETS.register("fashion_mnist")
+@dataclasses.dataclass
+class FashionMnistConfig(IdxImagesConfig):
+    summary: ClassVar[str] = "Fashion-MNIST clothing images, 28x28 (60,000 train, 10,000 test); downloaded once"
+    name: str = "fashion_mnist"
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Decode a gzip'd IDX file (big-endian header: magic, counts, then uint8 data)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise BadInput(f"{path} is not a readable gzip file ({err}); delete it so dlcli downloads it again") from None
+    header = np.frombuffer(raw[:4], dtype=">i4")
+    if len(header) != 1 or header[0] != magic:
+        raise BadInput(f"{path} is not an IDX file with magic {magic}; delete it so dlcli downloads it again")
+    ndim = magic & 0xFF
+    dims = np.frombuffer(raw[4: 4 + 4 * ndim], dtype=">i4").tolist()
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise BadInput(f"{path} is truncated ({data.size} of {int(np.prod(dims))} bytes); delete it so dlcli downloads it again")
+    return data.reshape(dims)
+
+
+def ensure_file(folder: Path, dataset: str, filename: str) -> Path:
+    """Return `folder/filename`, downloading and verifying it first if it is absent."""
+    target = folder / filename
+    if target.exists():
+        return target
+    mirrors = MIRRORS[dataset]
+    if os.environ.get("DLCLI_DATA_MIRROR"):
+        mirrors = [os.environ["DLCLI_DATA_MIRROR"].rstrip("/") + f"/{dataset}/"] + mirrors
+    problems = []
+    for base in mirrors:
+        url = base + filename
+        try:
+            download_verified(url, target, SHA256[dataset][filename])
+            return target
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            problems.append(f"{url}: {getattr(err, 'reason', err)}")
+    files = ", ".join(IDX_FILES)
+    raise BadInput(f"{dataset} file {filename} is missing and could not be downloaded ({'; '.join(problems)}); "
+                   f"put {files} in {folder}/ or point --data-dir (DLCLI_DATA_DIR) at a folder holding {dataset}/")
+
+
+def download_verified(url: str, target: Path, sha256: str) -> None:
+    """Fetch `url` to a temporary file beside `target`; move it into place only if its
+    sha256 matches. Raises ValueError for a mismatch, leaving nothing behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ValueError(f"checksum mismatch (sha256 {digest.hexdigest()[:12]}..., expected {sha256[:12]}...)")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)

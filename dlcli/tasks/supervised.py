@@ -1,0 +1,69 @@
+"""Supervised objectives: classification (cross-entropy) and regression (mean squared error)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+    """Logits (B, K) against integer labels (B,)."""
+
+    n_classes: int
+    label_smoothing: float = 0.0
+    kind: str = "classification"
+
+    def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        if self.label_smoothing == 0.0:
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, self.n_classes), self.label_smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
+
+    def loss(self, logits, labels):
+        loss = self._cross_entropy(logits, labels).mean()
+        accuracy = (logits.argmax(-1) == labels).mean()
+        return loss, {"loss": loss, "accuracy": accuracy}
+
+    def eval_sums(self, logits, labels, mask):
+        predicted = logits.argmax(-1)
+        confusion = jnp.zeros((self.n_classes, self.n_classes), jnp.int32).at[labels, predicted].add(mask.astype(jnp.int32))
+        return {
+            "loss": (optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask).sum(),
+            "correct": ((predicted == labels) * mask).sum(),
+            "count": mask.sum(),
+            "confusion": confusion,
+        }
+
+    def finalize(self, sums):
+        count = float(sums["count"])
+        return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
+
+
+@dataclasses.dataclass(frozen=True)
+class Regression:
+    """Predictions (B, k) against targets (B, k)."""
+
+    kind: str = "regression"
+
+    def loss(self, predictions, targets):
+        error = predictions - targets
+        loss = jnp.mean(error**2)
+        return loss, {"loss": loss, "mae": jnp.mean(jnp.abs(error))}
+
+    def eval_sums(self, predictions, targets, mask):
+        error = (predictions - targets).reshape(predictions.shape[0], -1)
+        return {
+            "loss": (jnp.mean(error**2, axis=1) * mask).sum(),
+            "abs": (jnp.mean(jnp.abs(error), axis=1) * mask).sum(),
+            "count": mask.sum(),
+        }
+
+    def finalize(self, sums):
+        count = float(sums["count"])
+        return {"loss": float(sums["loss"]) / count, "mae": float(sums["abs"]) / count,
+                "rmse": float(np.sqrt(float(sums["loss"]) / count))}

@@ -1,0 +1,1 @@
+"""Training and evaluation: optimizers, the compiled steps, the loop, checkpoints."""

@@ -1,0 +1,43 @@
+"""`evaluate_run`: re-measure a checkpoint of a finished (or stopped) run, behind `dlcli eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dlcli.checkpoint import has_checkpoint
+from dlcli.config import config_from_dict
+from dlcli.errors import BadInput
+from dlcli.train.experiment import build_experiment
+from dlcli.train.loop import open_checkpoints
+
+
+def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path) -> dict:
+    """Rebuild the run's model from its saved config, restore `checkpoint` (best, latest
+    or a step) and measure it on `split`."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file() or not has_checkpoint(run_dir):
+        raise BadInput(f"{run_dir} is not a dlcli run folder with checkpoints; give the folder `dlcli train` wrote "
+                       "(it holds config.yaml and checkpoints/)")
+    try:
+        raw = yaml.safe_load(config_file.read_text())
+    except yaml.YAMLError:
+        raise BadInput(f"{config_file} is not valid YAML; restore it or retrain the run") from None
+    cfg = config_from_dict(raw or {})
+    checkpoints = open_checkpoints(cfg, run_dir, read_only=True)
+    try:
+        step = checkpoints.resolve(checkpoint)
+        exp = build_experiment(cfg, data_dir)
+        state, _ = checkpoints.restore(step, exp.pure_state())
+    finally:
+        checkpoints.close()
+    exp.load_pure_state(state)
+    values, sums = exp.steps.evaluate(exp.eval_batches(split))
+    result = {"run_dir": str(run_dir), "checkpoint": step, "split": split,
+              "metrics": {f"{split}/{k}": v for k, v in values.items()}, "params": exp.params}
+    if "confusion" in sums:
+        result["confusion"] = np.asarray(sums["confusion"]).tolist()
+    return result

@@ -1,0 +1,216 @@
+"""`fit`: the training loop behind `dlcli train`.
+
+Every input is checked before anything on disk changes: the run folder's state
+(`--resume` / `--overwrite`), the config against a resumed run's, the data, the
+checkpoint to resume from. Then the loop runs evaluation periods (one epoch, or
+`training.eval_every` steps): compiled chunks of steps, one validation pass, a line in
+metrics.jsonl and TensorBoard, a checkpoint when due or when the monitored metric
+improved, and the early-stopping check. At the end the best checkpoint is restored
+(`training.restore_best`) and measured on the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import yaml
+
+from dlcli.checkpoint import RunCheckpoints, has_checkpoint
+from dlcli.config import ExperimentConfig, config_from_dict, resolved_yaml
+from dlcli.console import TrainProgress
+from dlcli.errors import BadInput, TrainingFailure
+from dlcli.runlog import MetricsLog, read_metrics
+from dlcli.train.experiment import EpochSampler, Experiment, build_experiment
+
+
+@dataclasses.dataclass
+class Bookkeeping:
+    """Early-stopping state; saved in every checkpoint so a resumed run decides alike."""
+
+    best_value: float | None = None
+    best_step: int = 0
+    evals_without_improvement: int = 0
+
+    def update(self, value: float, step: int, mode: str, min_delta: float) -> bool:
+        """Record an evaluation; True if it is the best so far."""
+        better = self.best_value is None or (
+            value < self.best_value - min_delta if mode == "min" else value > self.best_value + min_delta)
+        if better:
+            self.best_value, self.best_step, self.evals_without_improvement = value, step, 0
+        else:
+            self.evals_without_improvement += 1
+        return better
+
+
+def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = False,
+        overwrite: bool = False, show_progress: bool = True) -> dict:
+    """Train `cfg` into `run_dir` and return the run summary (also saved as summary.json)."""
+    run_dir = Path(run_dir)
+    check_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    exp = build_experiment(cfg, data_dir)
+    book, step = Bookkeeping(), 0
+    checkpoints = None
+    if resume:
+        checkpoints = open_checkpoints(cfg, run_dir)
+        latest = checkpoints.latest_step()
+        state, meta = checkpoints.restore(latest, exp.pure_state())
+        exp.load_pure_state(state)
+        book = Bookkeeping(**meta["bookkeeping"])
+        step = int(meta["step"])
+    elif overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(resolved_yaml(cfg))
+    checkpoints = checkpoints or open_checkpoints(cfg, run_dir)
+    log = MetricsLog(run_dir, resume_step=step if resume else None)
+    try:
+        return _train(exp, run_dir, checkpoints, log, book, step, show_progress)
+    finally:
+        checkpoints.close()
+        log.close()
+
+
+def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog,
+           book: Bookkeeping, step: int, show_progress: bool) -> dict:
+    cfg, steps = exp.cfg, exp.steps
+    training = cfg.training
+    start_time = time.perf_counter()
+    eval_every = training.eval_every or exp.steps_per_epoch
+    sampler = EpochSampler(len(exp.splits.train[0]), training.batch_size, cfg.seed)
+    metric_name = "accuracy" if cfg.task_kind == "classification" else "mae"
+    stopped_early = False
+    progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
+    with progress or contextlib.nullcontext():
+        while step < exp.total_steps and not stopped_early:
+            period_end = min((step // eval_every + 1) * eval_every, exp.total_steps)
+            period_start, compile_before, clock = step, steps.compile_s, time.perf_counter()
+            chunks = []
+            while step < period_end:
+                count = min(training.steps_per_dispatch, period_end - step)
+                metrics = steps.train_chunk(exp.x_train, exp.y_train, sampler.indices(step, count), step)
+                bad = np.flatnonzero(~np.isfinite(metrics["loss"]))
+                if bad.size:
+                    raise TrainingFailure(
+                        f"loss became {metrics['loss'][bad[0]]} at step {step + int(bad[0]) + 1}; stopped, keeping the last "
+                        f"good checkpoint (step {checkpoints.latest_step()}) in {run_dir}; lower optimizer.learning_rate "
+                        "or set optimizer.clip_norm")
+                step += count
+                chunks.append(metrics)
+                if progress:
+                    progress.update(step, _epoch(step, exp), float(metrics["loss"][-1]),
+                                    float(metrics[metric_name][-1]), _rate(step - period_start, training.batch_size,
+                                                                          clock, steps.compile_s - compile_before))
+            samples_per_s = _rate(step - period_start, training.batch_size, clock, steps.compile_s - compile_before)
+            record = _period_record(exp, step, chunks, samples_per_s, time.perf_counter() - start_time)
+            log.write(record)
+            value = record[cfg.monitor]
+            improved = book.update(value, step, cfg.monitor_mode, training.min_delta)
+            stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
+            due = math.ceil(step / eval_every) % cfg.checkpoint.every == 0
+            if improved or due or stopped_early or step == exp.total_steps:
+                checkpoints.save(step, exp.pure_state(), _meta(exp, step, book, record), improved)
+            if progress and stopped_early:
+                progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
+    checkpoints.manager.wait_until_finished()
+    return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time)
+
+
+def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,
+            stopped_early: bool, wall_s: float) -> dict:
+    """Restore the best checkpoint if asked, measure val and test, write summary.json."""
+    cfg = exp.cfg
+    final_record = next((r for r in reversed(read_metrics(run_dir)) if r["step"] == step), {})
+    evaluated = book.best_step if cfg.training.restore_best else step
+    if evaluated != step:
+        state, _ = checkpoints.restore(evaluated, exp.pure_state())
+        exp.load_pure_state(state)
+    metrics = {}
+    confusion = None
+    for split in ("val", "test"):
+        values, sums = exp.steps.evaluate(exp.eval_batches(split))
+        metrics.update({f"{split}/{k}": v for k, v in values.items()})
+        if split == "test" and "confusion" in sums:
+            confusion = np.asarray(sums["confusion"]).tolist()
+    metrics.update({f"final/{k}": v for k, v in final_record.items() if k.startswith(("train/", "val/"))})
+    summary = {
+        "run_dir": str(run_dir), "name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name,
+        "params": exp.params, "steps": step, "epochs": round(step / exp.steps_per_epoch, 3),
+        "best_step": book.best_step, "monitor": cfg.monitor, "best_value": book.best_value,
+        "evaluated_checkpoint": evaluated, "stopped_early": stopped_early,
+        "metrics": metrics, "confusion": confusion,
+        "wall_s": round(wall_s, 3), "compile_s": round(exp.steps.compile_s, 3),
+        "device": jax.devices()[0].platform,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def check_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse, before touching anything, a run folder that does not fit the flags."""
+    if resume and overwrite:
+        raise BadInput("--resume and --overwrite contradict each other; pass one of them")
+    holds_run = (run_dir / "config.yaml").exists() or has_checkpoint(run_dir)
+    if resume:
+        if not has_checkpoint(run_dir):
+            raise BadInput(f"--resume: {run_dir} holds no checkpoint to resume from; drop --resume to start a new run")
+        saved = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).to_dict()
+        differences = _differences(saved, cfg.to_dict())
+        if differences:
+            raise BadInput(f"--resume: the config differs from the run's saved config at {', '.join(differences[:3])}; "
+                           f"resume with the same config, or start a new run with --overwrite or another --run-dir")
+    elif holds_run and not overwrite:
+        raise BadInput(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                       "or choose another --run-dir")
+    elif run_dir.exists() and not holds_run and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise BadInput(f"{run_dir} exists and is not a dlcli run folder; choose another --run-dir")
+
+
+def open_checkpoints(cfg: ExperimentConfig, run_dir: Path, read_only: bool = False) -> RunCheckpoints:
+    return RunCheckpoints(run_dir, keep=cfg.checkpoint.keep, read_only=read_only)
+
+
+def _differences(a, b, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in sorted(set(a) | set(b), key=str):
+            found += _differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        return found
+    return [] if a == b else [f"{path} ({a!r} -> {b!r})"]
+
+
+def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s: float, wall_s: float) -> dict:
+    joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    record = {"step": step, "epoch": _epoch(step, exp)}
+    record.update({f"train/{k}": float(joined[k].mean()) for k in joined if k not in ("lr", "grad_norm")})
+    record["grad_norm"] = float(joined["grad_norm"].mean())
+    record["lr"] = float(joined["lr"][-1])
+    val, _ = exp.steps.evaluate(exp.eval_batches("val"))
+    record.update({f"val/{k}": v for k, v in val.items()})
+    record["samples_per_s"] = round(samples_per_s, 1)
+    record["wall_s"] = round(wall_s, 3)
+    return record
+
+
+def _meta(exp: Experiment, step: int, book: Bookkeeping, record: dict) -> dict:
+    return {
+        "step": step, "epoch": _epoch(step, exp), "bookkeeping": dataclasses.asdict(book),
+        "best_step": book.best_step, "metrics": record, "config": exp.cfg.to_dict(),
+        "rng_key": np.asarray(jax.random.key_data(exp.steps.key)).tolist(),
+    }
+
+
+def _epoch(step: int, exp: Experiment) -> int:
+    return step // exp.steps_per_epoch
+
+
+def _rate(n_steps: int, batch_size: int, since: float, compile_s: float) -> float:
+    elapsed = max(time.perf_counter() - since - compile_s, 1e-9)
+    return n_steps * batch_size / elapsed
