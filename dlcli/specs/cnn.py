@@ -41,6 +41,7 @@ class CNNConfig:
     head: Literal["flatten", "gap"] = "flatten"
     dense: list[int] = bounded([128], low=1)
     activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu"
+    conv_impl: Literal["im2col", "xla"] = "im2col"
 
     def validate(self, path: str) -> None:
         if not self.blocks:

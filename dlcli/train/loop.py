@@ -111,6 +111,8 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
             samples_per_s = _rate(step - period_start, training.batch_size, clock, steps.compile_s - compile_before)
             record = _period_record(exp, step, chunks, samples_per_s, time.perf_counter() - start_time)
             log.write(record)
+            if progress:
+                progress.log(_describe(record))
             value = record[cfg.monitor]
             improved = book.update(value, step, cfg.monitor_mode, training.min_delta)
             stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
@@ -205,6 +207,13 @@ def _meta(exp: Experiment, step: int, book: Bookkeeping, record: dict) -> dict:
         "best_step": book.best_step, "metrics": record, "config": exp.cfg.to_dict(),
         "rng_key": np.asarray(jax.random.key_data(exp.steps.key)).tolist(),
     }
+
+
+def _describe(record: dict) -> str:
+    """One line per evaluation, e.g. 'step 430 (epoch 1): train/loss 0.3127  val/loss 0.2210 ...'."""
+    shown = [k for k in record if k.startswith(("train/", "val/"))]
+    values = "  ".join(f"{k} {record[k]:.4f}" for k in shown)
+    return f"step {record['step']} (epoch {record['epoch']}): {values}"
 
 
 def _epoch(step: int, exp: Experiment) -> int:

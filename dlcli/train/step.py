@@ -45,17 +45,21 @@ class CompiledSteps:
         def one_step(state, inputs):
             indices, step = inputs
             model, optimizer = nnx.merge(self.train_graphdef, state)
-            rngs = nnx.Rngs(dropout=jax.random.fold_in(key, step))
+            dropout_key = jax.random.fold_in(key, step)
             x_batch, y_batch = x[indices], y[indices]
 
             def loss_fn(model):
+                rngs = nnx.Rngs(dropout=dropout_key)  # made inside the differentiated trace, as NNX requires
                 return self.task.loss(model(x_batch, rngs=rngs), y_batch)
 
             (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
             optimizer.update(model, grads)
-            metrics = {**metrics, "grad_norm": optax.global_norm(grads), "lr": jnp.asarray(self.schedule(step))}
+            metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": jnp.asarray(self.schedule(step))}
             return nnx.state((model, optimizer)), metrics
 
+        if batch_indices.shape[0] == 1:  # a lone step runs outside a scan, where XLA compiles it better
+            state, metrics = one_step(state, (batch_indices[0], steps[0]))
+            return state, jax.tree.map(lambda a: a[None], metrics)
         return jax.lax.scan(one_step, state, (batch_indices, steps))
 
     def _eval_batches_fn(self, state, x, y, mask):

@@ -1,0 +1,53 @@
+"""Shared test helpers: the verified datasets beside the repo, and dlcli as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tiny settings that make any experiment a smoke test.
+TINY = ["training.steps=4", "training.eval_every=2", "training.batch_size=32", "training.eval_batch_size=256"]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder holding mnist/ and fashion_mnist/ (../shared/data)."""
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip(f"{SHARED_DATA} is missing")
+    return SHARED_DATA
+
+
+def cli_env(data_dir: Path | None = None, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLCLI_")}
+    env["DLCLI_DATA_DIR"] = str(data_dir or SHARED_DATA)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, data_dir: Path | None = None, check: bool = False, **popen) -> subprocess.CompletedProcess:
+    """`python -m dlcli ARGS` in a real subprocess; stdout and stderr captured as text."""
+    env = popen.pop("env", None) or cli_env(data_dir)
+    result = subprocess.run([sys.executable, "-m", "dlcli", *args], capture_output=True, text=True, env=env,
+                            cwd=popen.pop("cwd", REPO), timeout=popen.pop("timeout", 300))
+    if check and result.returncode != 0:
+        raise AssertionError(f"dlcli {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def sets(*overrides: str) -> list[str]:
+    """['--set', a, '--set', b, ...]"""
+    return [part for item in overrides for part in ("--set", item)]
+
+
+def train_json(*args: str, data_dir: Path | None = None) -> dict:
+    """Run `dlcli train ... --json` and parse its one JSON object."""
+    result = run_cli("train", *args, "--json", data_dir=data_dir, check=True)
+    return json.loads(result.stdout)
