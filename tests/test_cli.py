@@ -1,0 +1,122 @@
+"""The CLI end to end in real subprocesses: train, eval, --json, config precedence,
+listing commands, and resuming after a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import yaml
+
+from conftest import REPO, cli_env, run_cli, sets, train_json
+
+from dlcli.checkpoint import RunCheckpoints
+from dlcli.config import load_config
+from dlcli.train.experiment import build_experiment
+
+
+def test_train_then_eval_json(tmp_path):
+    summary = train_json("--run-dir", str(tmp_path / "run"), *sets("training.steps=20", "training.eval_every=10"))
+    assert summary["run_dir"] == str(tmp_path / "run")
+    assert summary["params"] == load_config(None).model.param_count(load_config(None).info)
+    assert {"test/accuracy", "test/loss", "val/accuracy", "val/loss"} <= set(summary["metrics"])
+    assert 0.0 <= summary["metrics"]["test/accuracy"] <= 1.0 and summary["wall_s"] > 0
+    for name in ("config.yaml", "metrics.jsonl", "summary.json"):
+        assert (tmp_path / "run" / name).is_file()
+    assert any((tmp_path / "run" / "tb").iterdir())
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20]
+    assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr", "grad_norm", "samples_per_s"} <= set(records[0])
+
+    evaluated = json.loads(run_cli("eval", str(tmp_path / "run"), "--json", check=True).stdout)
+    assert evaluated["checkpoint"] == summary["best_step"]
+    assert evaluated["metrics"]["test/accuracy"] == summary["metrics"]["test/accuracy"]
+    table = run_cli("eval", str(tmp_path / "run"), "--split", "val", check=True).stdout
+    assert "val/accuracy" in table and "confusion matrix" in table
+
+
+def test_train_prints_summary_table_and_progress(tmp_path):
+    result = run_cli("train", "--run-dir", str(tmp_path / "run"), *sets("training.steps=6", "training.eval_every=3"), check=True)
+    assert "run summary: mlp_digits" in result.stdout and "test/accuracy" in result.stdout
+    assert "compile time" in result.stdout and "parameters" in result.stdout
+    assert "step 6/6" in result.stderr and "val/accuracy" in result.stderr
+
+
+def test_config_show_precedence(tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({"training": {"epochs": 3, "batch_size": 64}, "model": {"width": 32}}))
+    shown = yaml.safe_load(run_cli("config", "show", str(config), *sets("training.epochs=9"), check=True).stdout)
+    assert shown["training"]["epochs"] == 9  # --set beats the file
+    assert shown["training"]["batch_size"] == 64  # the file beats the defaults
+    assert shown["training"]["eval_batch_size"] == load_config(None).training.eval_batch_size  # defaults fill the rest
+    assert shown["name"] == "exp" and shown["model"]["width"] == 32
+
+
+def test_listing_commands():
+    models = run_cli("models", check=True).stdout
+    assert "mlp" in models and "cnn" in models
+    datasets = run_cli("datasets", check=True).stdout
+    for name in ("digits", "mnist", "fashion_mnist", "moons", "spirals", "regression1d"):
+        assert name in datasets
+    assert "train" in run_cli("--help", check=True).stdout
+
+
+def test_python_dash_m_and_console_script_agree():
+    script = REPO / ".venv" / "bin" / "dlcli"
+    via_module = run_cli("config", "show", check=True).stdout
+    via_script = subprocess.run([sys.executable, "-c", "from dlcli.cli import main; main()", "config", "show"],
+                                capture_output=True, text=True, env=cli_env(), check=True).stdout
+    assert via_module == via_script
+    if script.exists():
+        assert subprocess.run([str(script), "config", "show"], capture_output=True, text=True, check=True).stdout == via_module
+
+
+RESUME = ("training.steps=1500", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
+          "model.dropout=0.2", "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    reference = train_json("--run-dir", str(tmp_path / "whole"), *sets(*RESUME))
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "dlcli", "train", "--run-dir", str(killed_dir), *sets(*RESUME)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(), cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not _finished_steps(killed_dir) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "summary.json").exists(), "the run finished before it could be killed"
+    killed_at = max(_finished_steps(killed_dir))
+    assert 0 < killed_at < 1500
+
+    resumed = train_json("--run-dir", str(killed_dir), "--resume", *sets(*RESUME))
+    assert resumed["metrics"] == reference["metrics"]
+    assert _timeless(killed_dir) == _timeless(tmp_path / "whole")
+    np.testing.assert_equal(_latest_state(killed_dir), _latest_state(tmp_path / "whole"))
+
+
+def _finished_steps(run_dir) -> list[int]:
+    folder = run_dir / "checkpoints"
+    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+
+
+def _timeless(run_dir) -> list[dict]:
+    """metrics.jsonl without the fields that measure time."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("samples_per_s", "wall_s")} for r in records]
+
+
+def _latest_state(run_dir) -> dict:
+    cfg = load_config(None, list(RESUME))
+    checkpoints = RunCheckpoints(run_dir, keep=cfg.checkpoint.keep, read_only=True)
+    try:
+        state, _ = checkpoints.restore(checkpoints.latest_step(), build_experiment(cfg, REPO).pure_state())
+    finally:
+        checkpoints.close()
+    return jax.tree.map(np.asarray, state)

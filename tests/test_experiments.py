@@ -1,0 +1,28 @@
+"""Every shipped experiment file loads, validates, and trains a tiny smoke version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dlcli.config import load_config
+from dlcli.train.loop import fit
+
+from conftest import REPO, SHARED_DATA, TINY
+
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+
+
+def test_experiments_exist():
+    assert {p.stem for p in EXPERIMENTS} >= {"mlp_digits", "mlp_mnist", "cnn_mnist"}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_smoke(path: Path, tmp_path):
+    cfg = load_config(path, TINY)
+    assert cfg.name == path.stem
+    summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
+    assert summary["steps"] == 4
+    assert summary["params"] == cfg.model.param_count(cfg.info)
+    assert all(name in summary["metrics"] for name in ("val/loss", "test/loss"))
