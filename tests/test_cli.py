@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
+import pytest
 import yaml
 
 from conftest import REPO, cli_env, run_cli, sets, train_json
@@ -28,9 +30,11 @@ def test_train_then_eval_json(tmp_path):
     assert 0.0 <= summary["metrics"]["test/accuracy"] <= 1.0 and summary["wall_s"] > 0
     for name in ("config.yaml", "metrics.jsonl", "summary.json"):
         assert (tmp_path / "run" / name).is_file()
-    assert any((tmp_path / "run" / "tb").iterdir())
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [10, 20]
+    scalars = _tensorboard_scalars(tmp_path / "run" / "tb")
+    assert scalars[("val/accuracy", 20)] == pytest.approx(records[1]["val/accuracy"])
+    assert scalars[("train/loss", 10)] == pytest.approx(records[0]["train/loss"])
     assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr", "grad_norm", "samples_per_s"} <= set(records[0])
 
     evaluated = json.loads(run_cli("eval", str(tmp_path / "run"), "--json", check=True).stdout)
@@ -60,9 +64,14 @@ def test_config_show_precedence(tmp_path):
 def test_listing_commands():
     models = run_cli("models", check=True).stdout
     assert "mlp" in models and "cnn" in models
-    datasets = run_cli("datasets", check=True).stdout
-    for name in ("digits", "mnist", "fashion_mnist", "moons", "spirals", "regression1d"):
-        assert name in datasets
+    listed = {m["name"]: m["params"] for m in json.loads(run_cli("models", "--json", check=True).stdout)}
+    mnist = load_config(None, ["data.name=mnist"]).info
+    assert listed == {"mlp": load_config(None).model.param_count(mnist),
+                      "cnn": load_config(None, ["model.name=cnn"]).model.param_count(mnist)}
+    datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
+    assert set(datasets) == {"digits", "mnist", "fashion_mnist", "moons", "spirals", "regression1d"}
+    assert datasets["mnist"]["input_shape"] == [28, 28, 1] and datasets["regression1d"]["task"] == "regression"
+    assert "fashion_mnist" in run_cli("datasets", check=True).stdout
     assert "train" in run_cli("--help", check=True).stdout
 
 
@@ -99,6 +108,23 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert resumed["metrics"] == reference["metrics"]
     assert _timeless(killed_dir) == _timeless(tmp_path / "whole")
     np.testing.assert_equal(_latest_state(killed_dir), _latest_state(tmp_path / "whole"))
+
+
+def _tensorboard_scalars(folder) -> dict[tuple[str, int], float]:
+    """{(tag, step): value} read back from the TFRecord event files in `folder`."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset: offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12: offset + 12 + length])
+            offset += 16 + length  # length, its crc, the record, its crc
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = value.simple_value
+    return scalars
 
 
 def _finished_steps(run_dir) -> list[int]:

@@ -2,41 +2,52 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from dlcli.cli import app, config_app, reports_errors
-from dlcli.cli.options import SeedOption, SetOption
+from dlcli.cli.options import JsonOption, SeedOption, SetOption
 
 
 @app.command("models")
 @reports_errors
-def models_command() -> None:
+def models_command(as_json: bool = JsonOption) -> None:
     """List every registered architecture with its default parameter count."""
     from dlcli.config import DATASETS, MODELS
+
+    entries = [{"name": name, "params": spec().param_count(DATASETS.get(spec.reference_dataset)().info()),
+                "reference_dataset": spec.reference_dataset, "description": spec.summary}
+               for name, spec in MODELS.items()]
+    if as_json:
+        typer.echo(json.dumps(entries))
+        return
     from dlcli.console import fmt, list_table, stdout
 
-    rows = []
-    for name, spec in MODELS.items():
-        reference = spec.reference_dataset
-        params = spec().param_count(DATASETS.get(reference)().info())
-        rows.append((name, f"{fmt(params)} on {reference}", spec.summary))
+    rows = [(e["name"], f"{fmt(e['params'])} on {e['reference_dataset']}", e["description"]) for e in entries]
     stdout.print(list_table("models (parameters of the default config)", ["name", "parameters", "description"], rows))
 
 
 @app.command("datasets")
 @reports_errors
-def datasets_command() -> None:
+def datasets_command(as_json: bool = JsonOption) -> None:
     """List the built-in datasets with their shapes and task kind."""
     from dlcli.config import DATASETS
-    from dlcli.console import list_table, stdout
 
-    rows = []
+    entries = []
     for name, spec in DATASETS.items():
         info = spec().info()
-        rows.append((name, "x".join(map(str, info.input_shape)), str(info.n_outputs), info.kind, spec.summary))
+        entries.append({"name": name, "input_shape": list(info.input_shape), "outputs": info.n_outputs,
+                        "task": info.kind, "description": spec.summary})
+    if as_json:
+        typer.echo(json.dumps(entries))
+        return
+    from dlcli.console import list_table, stdout
+
+    rows = [(e["name"], "x".join(map(str, e["input_shape"])), str(e["outputs"]), e["task"], e["description"])
+            for e in entries]
     stdout.print(list_table("datasets", ["name", "input", "outputs", "task", "description"], rows))
 
 
