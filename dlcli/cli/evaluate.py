@@ -24,13 +24,15 @@ def eval_command(
     run_dir: Path = typer.Argument(..., help="A run folder written by `dlcli train`."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, latest, or a saved step number."),
     split: Split = typer.Option(Split.test, "--split", help="Which split to measure."),
+    shift: int = typer.Option(0, "--shift", help="Translate each image by up to this many pixels first (robustness)."),
     data_dir: Optional[Path] = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Evaluate a run's checkpoint on the validation or test split."""
     from dlcli.train.evaluate import evaluate_run
 
-    result = evaluate_run(run_dir, checkpoint=checkpoint, split=split.value, data_dir=data_dir_or_default(data_dir))
+    result = evaluate_run(run_dir, checkpoint=checkpoint, split=split.value, data_dir=data_dir_or_default(data_dir),
+                          shift=shift)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -39,6 +41,7 @@ def eval_command(
     rows = [("run folder", result["run_dir"]), ("checkpoint", f"step {result['checkpoint']}"),
             ("parameters", fmt(result["params"]))]
     rows += [(name, fmt(value)) for name, value in result["metrics"].items()]
-    stdout.print(key_value_table(f"evaluation on {result['split']}", rows))
+    shifted = f", images shifted by up to {shift} px" if shift else ""
+    stdout.print(key_value_table(f"evaluation on {result['split']}{shifted}", rows))
     if "confusion" in result:
         stdout.print(confusion_table(result["confusion"]))

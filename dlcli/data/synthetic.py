@@ -85,3 +85,46 @@ class Regression1DConfig(SyntheticConfig):
         clean = {"sine": np.sin(2 * np.pi * x), "cubic": 4 * x**3 - 2 * x, "abs": np.abs(x) * 2 - 1}[self.function]
         y = clean + rng.normal(0.0, self.noise, x.shape)
         return x.astype(np.float32), y.astype(np.float32)
+
+
+@DATASETS.register("sawtooth")
+@dataclasses.dataclass
+class SawtoothConfig(SyntheticConfig):
+    """Telgarsky's sawtooth: the tent map t(x) = 1 - |2x - 1| composed `folds` times on
+    [0, 1], a function with 2^folds linear pieces. A deep ReLU network represents it with
+    O(folds) units; a shallow one needs about 2^folds."""
+
+    summary: ClassVar[str] = "Telgarsky's sawtooth: the tent map composed k times on [0, 1] (2^k pieces), regression"
+    name: str = "sawtooth"
+    noise: float = bounded(0.0, low=0.0)
+    folds: int = bounded(4, low=1, high=20)
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo((1,), 1, "regression")
+
+    def generate(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, 1) uniform on [0, 1]; y (N, 1) = t^folds(x) + Gaussian noise."""
+        x = rng.uniform(0.0, 1.0, (self.n_samples, 1))
+        y = x.copy()
+        for _ in range(self.folds):
+            y = 1.0 - np.abs(2.0 * y - 1.0)
+        y = y + rng.normal(0.0, self.noise, y.shape)
+        return x.astype(np.float32), y.astype(np.float32)
+
+
+@DATASETS.register("parity")
+@dataclasses.dataclass
+class ParityConfig(SyntheticConfig):
+    """Parity of `bits` random ±1 inputs: the label is 1 when the number of +1 bits is odd."""
+
+    summary: ClassVar[str] = "parity of n random ±1 bits, 2 classes"
+    name: str = "parity"
+    bits: int = bounded(8, low=1, high=64)
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo((self.bits,), 2, "classification")
+
+    def generate(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, bits) in {-1, +1}; y (N,) = (number of +1 bits) mod 2."""
+        bits = rng.integers(0, 2, (self.n_samples, self.bits))
+        return (2.0 * bits - 1.0).astype(np.float32), (bits.sum(axis=1) % 2).astype(np.int32)

@@ -172,3 +172,15 @@ def download_verified(url: str, target: Path, sha256: str) -> None:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def shift_images(x: np.ndarray, max_shift: int, seed: int = 0) -> np.ndarray:
+    """Translate each image (N, H, W, C) by a random offset of up to `max_shift` pixels
+    in each direction, filling the uncovered border with the background (the minimum)."""
+    rng = np.random.default_rng(seed)
+    shifted = np.full_like(x, x.min())
+    _, height, width, _ = x.shape
+    for i, (dy, dx) in enumerate(rng.integers(-max_shift, max_shift + 1, (len(x), 2))):
+        shifted[i, max(dy, 0): height + min(dy, 0), max(dx, 0): width + min(dx, 0)] = \
+            x[i, max(-dy, 0): height + min(-dy, 0), max(-dx, 0): width + min(-dx, 0)]
+    return shifted

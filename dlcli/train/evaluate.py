@@ -10,13 +10,17 @@ import yaml
 from dlcli.checkpoint import has_checkpoint
 from dlcli.config import config_from_dict
 from dlcli.errors import BadInput
+from dlcli.data.vision import shift_images
 from dlcli.train.experiment import build_experiment
+from dlcli.train.step import EvalBatches
 from dlcli.train.loop import open_checkpoints
 
 
-def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path) -> dict:
+def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path,
+                 shift: int = 0) -> dict:
     """Rebuild the run's model from its saved config, restore `checkpoint` (best, latest
-    or a step) and measure it on `split`."""
+    or a step) and measure it on `split`; `shift` > 0 first translates every image by a
+    random offset of up to that many pixels (a translation-robustness test)."""
     run_dir = Path(run_dir)
     config_file = run_dir / "config.yaml"
     if not config_file.is_file() or not has_checkpoint(run_dir):
@@ -27,6 +31,10 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     except yaml.YAMLError:
         raise BadInput(f"{config_file} is not valid YAML; restore it or retrain the run") from None
     cfg = config_from_dict(raw or {})
+    if shift and not cfg.info.is_image:
+        raise BadInput(f"--shift needs an image dataset; {cfg.data.name!r} has inputs of shape {cfg.info.input_shape}")
+    if shift < 0:
+        raise BadInput(f"--shift must be 0 or more pixels, got {shift}")
     checkpoints = open_checkpoints(cfg, run_dir, read_only=True)
     try:
         step = checkpoints.resolve(checkpoint)
@@ -35,8 +43,13 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     finally:
         checkpoints.close()
     exp.load_pure_state(state)
-    values, sums = exp.steps.evaluate(exp.eval_batches(split))
-    result = {"run_dir": str(run_dir), "checkpoint": step, "split": split,
+    if shift:
+        x, y = exp.splits.split(split)
+        batches = EvalBatches(shift_images(x, shift), y, cfg.training.eval_batch_size)
+    else:
+        batches = exp.eval_batches(split)
+    values, sums = exp.steps.evaluate(batches)
+    result = {"run_dir": str(run_dir), "checkpoint": step, "split": split, "shift": shift,
               "metrics": {f"{split}/{k}": v for k, v in values.items()}, "params": exp.params}
     if "confusion" in sums:
         result["confusion"] = np.asarray(sums["confusion"]).tolist()

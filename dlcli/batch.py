@@ -1,0 +1,169 @@
+"""Many runs at once: each job is an ordinary `dlcli train` in its own subprocess.
+
+A subprocess per run isolates failures (a crash, a NaN, an impossible config fails
+that job alone) and lets each worker set JAX's thread and memory variables before JAX
+is imported. Jobs are resumable: a run folder with `summary.json` is finished and is
+read, not retrained; one with checkpoints but no summary (killed, interrupted) is
+continued with `--resume`; a recorded failure is reported again, not retried. Ctrl-C
+stops the workers and leaves exactly that state, so a rerun completes the batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from dlcli.checkpoint import has_checkpoint
+
+
+@dataclasses.dataclass
+class Job:
+    """One training run: its resolved config and its run folder."""
+
+    key: str
+    config: dict
+    run_dir: Path
+    extra_evals: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # name -> `dlcli eval` flags
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir.parent / f"{self.run_dir.name}.yaml"
+
+    @property
+    def failure_path(self) -> Path:
+        return self.run_dir.parent / f"{self.run_dir.name}.failed.json"
+
+
+@dataclasses.dataclass
+class JobResult:
+    key: str
+    status: str  # "done" or "failed"
+    summary: dict | None = None
+    error: str | None = None
+    extra: dict = dataclasses.field(default_factory=dict)  # name -> metrics of each extra evaluation
+
+
+def worker_env(workers: int, data_dir: Path) -> dict:
+    """The environment of a worker: JAX's threads and memory divided among `workers`."""
+    env = dict(os.environ)
+    env["DLCLI_DATA_DIR"] = str(data_dir)
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / workers:.3f}"
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        flags = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_jobs(jobs: list[Job], *, workers: int, data_dir: Path,
+             on_done: Callable[[JobResult], None] = lambda result: None) -> list[JobResult]:
+    """Run every unfinished job on `workers` subprocesses; results in the order of `jobs`."""
+    env = worker_env(workers, data_dir)
+    results: dict[str, JobResult] = {}
+    pending = []
+    for job in jobs:
+        finished = _finished(job)
+        if finished is not None:
+            results[job.key] = finished
+            on_done(finished)
+        else:
+            pending.append(job)
+    runner = _Runner(env)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = {pool.submit(runner.run, job): job for job in pending}
+        for future in concurrent.futures.as_completed(futures):
+            result = future.result()
+            results[result.key] = result
+            on_done(result)
+    except KeyboardInterrupt:
+        runner.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [results[job.key] for job in jobs]
+
+
+def _finished(job: Job) -> JobResult | None:
+    summary_path = job.run_dir / "summary.json"
+    if summary_path.exists() and _same_config(job):
+        extra_path = job.run_dir / "extra_evals.json"
+        extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
+        if set(extra) >= set(job.extra_evals):
+            return JobResult(job.key, "done", json.loads(summary_path.read_text()), extra=extra)
+    if job.failure_path.exists() and _same_config(job):
+        return JobResult(job.key, "failed", error=json.loads(job.failure_path.read_text())["error"])
+    return None
+
+
+def _same_config(job: Job) -> bool:
+    return job.config_path.exists() and yaml.safe_load(job.config_path.read_text()) == job.config
+
+
+class _Runner:
+    """Runs jobs as `python -m dlcli` subprocesses; `stop` ends all that are running."""
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.stopping = threading.Event()
+        self._processes: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def run(self, job: Job) -> JobResult:
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if not _same_config(job):
+            job.failure_path.unlink(missing_ok=True)
+            job.config_path.write_text(yaml.safe_dump(job.config, sort_keys=False))
+            mode = ["--overwrite"]
+        else:
+            mode = ["--resume"] if has_checkpoint(job.run_dir) else ["--overwrite"]
+        code, out, err = self._call(["train", str(job.config_path), "--run-dir", str(job.run_dir), *mode, "--json"])
+        if code != 0:
+            return self._failed(job, code, err)
+        extra = {}
+        for name, flags in job.extra_evals.items():
+            code, eval_out, err = self._call(["eval", str(job.run_dir), *flags, "--json"])
+            if code != 0:
+                return self._failed(job, code, err)
+            extra[name] = json.loads(eval_out)["metrics"]
+        (job.run_dir / "extra_evals.json").write_text(json.dumps(extra))
+        return JobResult(job.key, "done", json.loads(out), extra=extra)
+
+    def _failed(self, job: Job, code: int, stderr: str) -> JobResult:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        error = lines[-1] if lines else f"exit code {code}"
+        if not self.stopping.is_set():  # an interrupted job is unfinished, not failed
+            job.failure_path.write_text(json.dumps({"exit_code": code, "error": error}))
+        return JobResult(job.key, "failed", error=error)
+
+    def _call(self, args: list[str]) -> tuple[int, str, str]:
+        if self.stopping.is_set():
+            return 130, "", "interrupted"
+        process = subprocess.Popen([sys.executable, "-m", "dlcli", *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=self.env, start_new_session=True)
+        with self._lock:
+            self._processes.add(process)
+        try:
+            out, err = process.communicate()
+        finally:
+            with self._lock:
+                self._processes.discard(process)
+        return process.returncode, out, err
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            for process in self._processes:
+                process.send_signal(signal.SIGTERM)

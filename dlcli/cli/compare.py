@@ -1,0 +1,112 @@
+"""`dlcli compare`: several configurations over the same seeds, with statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dlcli.cli import app, reports_errors
+from dlcli.cli.options import DataDirOption, JsonOption, SetOption, data_dir_or_default
+
+DEPTH_PANEL = "shallow-vs-deep"
+
+
+@app.command("compare")
+@reports_errors
+def compare_command(
+    targets: list[str] = typer.Argument(..., metavar="shallow-vs-deep | CONFIG CONFIG ...",
+                                        help="`shallow-vs-deep`, or two or more experiment files."),
+    seeds: int = typer.Option(5, "--seeds", help="Seeds per configuration (0, 1, ... N-1)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric to compare; default test/accuracy or test/loss."),
+    workers: int = typer.Option(os.cpu_count() or 1, "--workers", help="Runs trained at once, one process each."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default comparisons/<name>."),
+    set_: Optional[list[str]] = SetOption,
+    shift_test: int = typer.Option(0, "--shift-test", help="Also evaluate every run on test images shifted by up to N px."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Arm the others are tested against (default: the first)."),
+    task: str = typer.Option("sawtooth", "--task", rich_help_panel=DEPTH_PANEL,
+                             help="sawtooth, parity, spirals, digits, mnist, or any dataset name."),
+    model: str = typer.Option("mlp", "--model", rich_help_panel=DEPTH_PANEL, help="mlp or cnn."),
+    budget: Optional[int] = typer.Option(None, "--budget", rich_help_panel=DEPTH_PANEL, help="Parameter budget of every network."),
+    depths: str = typer.Option("1,2,4,8", "--depths", rich_help_panel=DEPTH_PANEL, help="Hidden layers (1 is shallow)."),
+    steps: Optional[int] = typer.Option(None, "--steps", rich_help_panel=DEPTH_PANEL, help="Training steps of every network."),
+    activation: str = typer.Option("relu", "--activation", rich_help_panel=DEPTH_PANEL),
+    lr: Optional[float] = typer.Option(None, "--lr", rich_help_panel=DEPTH_PANEL, help="Learning rate of every network."),
+    tune_lr: bool = typer.Option(False, "--tune-lr", rich_help_panel=DEPTH_PANEL,
+                                 help="Pick each network's learning rate on the validation split first."),
+    lr_grid: str = typer.Option("0.0003,0.001,0.003,0.01", "--lr-grid", rich_help_panel=DEPTH_PANEL),
+    data_dir: Optional[Path] = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Compare configurations over seeds: mean and 95% CI per arm, Welch's t-test, curves, report.
+
+    `dlcli compare shallow-vs-deep --task sawtooth` builds networks of each depth with
+    the same parameter budget; `dlcli compare A.yaml B.yaml` compares any experiments.
+    Rerunning the same command resumes: finished runs are not trained again.
+    """
+    from dlcli import compare
+    from dlcli.errors import BadInput
+
+    if workers < 1:
+        raise BadInput(f"--workers must be at least 1, got {workers}")
+    if targets[0] == "shallow-vs-deep":
+        if len(targets) > 1:
+            raise BadInput("dlcli compare shallow-vs-deep takes no config files; use --task, --budget, --depths")
+        arms = compare.shallow_vs_deep_arms(task, model=model, budget=budget, depths=_ints(depths, "--depths"),
+                                            steps=steps, activation=activation, learning_rate=lr, overrides=set_ or [])
+        name, title = f"shallow-vs-deep-{task}-{model}", f"shallow vs deep: {model} on {task}, {arms[0].config['training']['steps']} steps"
+        grid = [float(v) for v in lr_grid.split(",")] if tune_lr else None
+        baseline = baseline or arms[0].label
+    else:
+        arms = compare.config_arms([Path(t) for t in targets], set_ or [])
+        name = "-vs-".join(a.label for a in arms)
+        title, grid = f"compare: {', '.join(a.label for a in arms)}", None
+    out_dir = out or Path("comparisons") / name
+    extra = {f"shift{shift_test}": ["--shift", str(shift_test)]} if shift_test else None
+
+    from dlcli.console import stderr
+
+    def report(result) -> None:
+        if result.status == "failed":
+            stderr.print(f"[red]failed[/] {result.key}: {result.error}", soft_wrap=True)
+        else:
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in result.summary["metrics"].items() if k.startswith("test/"))
+            stderr.print(f"done {result.key}: {figures} ({result.summary['wall_s']:.1f} s)", soft_wrap=True)
+
+    outcome = compare.run_comparison(arms, out_dir=out_dir, seeds=seeds, metric=metric, workers=workers,
+                                     data_dir=data_dir_or_default(data_dir), tune_lr=grid, extra_evals=extra,
+                                     baseline=baseline, on_done=report)
+    if outcome.failures:
+        from dlcli.errors import TrainingFailure
+
+        raise TrainingFailure(outcome.conclusion)
+    data = compare.write_outputs(outcome, out_dir, title)
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    _print(outcome, out_dir)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from dlcli.errors import BadInput
+
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"{option} must be comma-separated integers such as 1,2,4,8, got {text!r}") from None
+
+
+def _print(outcome, out_dir: Path) -> None:
+    from dlcli.compare import _ci
+    from dlcli.console import list_table, stdout
+
+    rows = [(a.arm.label, a.arm.width or "-", f"{a.params:,}", f"{a.learning_rate:g}",
+             f"{a.summary.mean:.4f} ± {_ci(a.summary)}", f"{a.train_s:.1f}") for a in outcome.arms]
+    stdout.print(list_table(f"{outcome.metric}, mean ± 95% CI over {len(outcome.arms[0].values)} seeds",
+                            ["arm", "widths", "parameters", "lr", outcome.metric, "train s"], rows))
+    stdout.print(outcome.conclusion, soft_wrap=True)
+    stdout.print(f"report: {out_dir / 'report.md'}, curves: {out_dir / 'curves.png'}, per seed: {out_dir / 'results.csv'}",
+                 soft_wrap=True)

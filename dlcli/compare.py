@@ -1,0 +1,310 @@
+"""Comparisons over seeds: `dlcli compare shallow-vs-deep` and `dlcli compare CONFIG ...`.
+
+Each arm of a comparison is one experiment config; every arm runs with the same seeds
+(as ordinary run folders, through `dlcli.batch`), and the test metric is summarised
+per arm as a mean with a 95% confidence interval. Shallow-vs-deep builds its arms
+itself: MLPs (or CNNs) of several depths whose widths are solved so that every
+parameter count is within 2% of one budget, trained with the same optimizer, schedule
+and step budget; `tune_lr` first picks each arm's learning rate on the validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+from dlcli.batch import Job, JobResult, run_jobs
+from dlcli.config import ExperimentConfig, config_from_dict, load_config
+from dlcli.errors import BadInput
+from dlcli.schema import to_dict
+from dlcli.specs.cnn import ConvBlock
+from dlcli.stats import Summary, WelchTest, summarize, welch_t_test
+
+BUDGET_TOLERANCE = 0.02
+
+
+@dataclasses.dataclass
+class Arm:
+    label: str
+    config: dict  # resolved experiment config (seed and learning rate filled in per job)
+    depth: int | None = None
+    width: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPreset:
+    """Defaults of a built-in shallow-vs-deep task."""
+
+    data: dict
+    budget: int
+    steps: int
+    learning_rate: float
+    batch_size: int = 128
+
+
+TASKS = {
+    "sawtooth": TaskPreset({"name": "sawtooth", "folds": 4}, budget=1000, steps=8000, learning_rate=3e-3),
+    "parity": TaskPreset({"name": "parity", "bits": 8}, budget=2000, steps=3000, learning_rate=3e-3),
+    "spirals": TaskPreset({"name": "spirals", "turns": 2.0}, budget=1000, steps=3000, learning_rate=3e-3),
+    "digits": TaskPreset({"name": "digits"}, budget=20000, steps=1500, learning_rate=1e-3),
+    "mnist": TaskPreset({"name": "mnist"}, budget=100000, steps=3000, learning_rate=1e-3),
+}
+
+
+# ----- planning ------------------------------------------------------------------------
+
+def solve_widths(cfg: ExperimentConfig, depth: int, budget: int) -> tuple[dict, int]:
+    """The model section with `depth` hidden layers (MLP) or conv blocks (CNN) whose
+    parameter count is within 2% of `budget`: every layer one width except the last,
+    which is solved for (the count is linear in it); among the fits, the most uniform
+    network wins. Returns (model section, parameter count)."""
+    info = cfg.info
+
+    def count(width: int, last: int) -> int:
+        return _shaped(cfg, depth, width, last).param_count(info)
+
+    fits, closest = [], None
+    for width in range(1, 100_000):
+        if count(width, 1 if depth > 1 else width) > budget * (1 + BUDGET_TOLERANCE):
+            break
+        if depth == 1:
+            lasts = [width]
+        else:
+            slope = count(width, 2) - count(width, 1)
+            guess = round((budget - count(width, 1)) / slope) + 1
+            lasts = [last for last in (guess - 1, guess, guess + 1) if 1 <= last <= 2 * width]
+        for last in lasts:
+            params = count(width, last)
+            gap = abs(params - budget) / budget
+            closest = min(closest or (gap, params), (gap, params))
+            if gap <= BUDGET_TOLERANCE:
+                fits.append((abs(last - width) / width, gap, width, last, params))
+    if not fits:
+        near = f" (closest: {closest[1]:,})" if closest else ""
+        raise BadInput(f"a parameter budget of {budget:,} cannot fit a depth-{depth} {cfg.model.name} within 2%{near}; "
+                       "raise --budget or use smaller depths")
+    _, _, width, last, params = min(fits)
+    return to_dict(_shaped(cfg, depth, width, last)), params
+
+
+def _shaped(cfg: ExperimentConfig, depth: int, width: int, last: int):
+    """cfg.model with `depth` layers of `width` units (channels), the last one `last`."""
+    sizes = [width] * (depth - 1) + [last]
+    if cfg.model.name == "mlp":
+        return dataclasses.replace(cfg.model, widths=sizes, depth=depth)
+    blocks = [ConvBlock(channels=c, kernel=3, pool="max" if i < 2 else "none") for i, c in enumerate(sizes)]
+    return dataclasses.replace(cfg.model, blocks=blocks, head="gap", dense=[])
+
+
+def shallow_vs_deep_arms(task: str, *, model: str, budget: int | None, depths: list[int], steps: int | None,
+                         activation: str, learning_rate: float | None, overrides: list[str]) -> list[Arm]:
+    """One arm per depth, on a built-in task or any dataset name."""
+    if model not in ("mlp", "cnn"):
+        raise BadInput(f"--model must be mlp or cnn, got {model!r}")
+    if not depths or any(d < 1 for d in depths):
+        raise BadInput(f"--depths must be positive integers such as 1,2,4,8, got {depths}")
+    preset = TASKS.get(task) or TaskPreset({"name": task}, budget=20000, steps=2000, learning_rate=1e-3)
+    steps = steps or preset.steps
+    base = [f"model.name={model}", f"model.activation={activation}", f"data={json.dumps(preset.data)}",
+            f"training.steps={steps}", f"training.eval_every={max(steps // 20, 1)}", f"training.batch_size={preset.batch_size}",
+            f"optimizer.learning_rate={learning_rate or preset.learning_rate}", "optimizer.name=adam",
+            "schedule.name=warmup_cosine", "schedule.warmup_steps=100", *overrides]
+    cfg = load_config(None, base)
+    cfg_dict = cfg.to_dict() | {"name": f"{task}-{model}"}
+    arms = []
+    for depth in sorted(set(depths)):
+        section, params = solve_widths(cfg, depth, budget or preset.budget)
+        sizes = section["widths"] if model == "mlp" else [b["channels"] for b in section["blocks"]]
+        arms.append(Arm(f"depth {depth}", {**cfg_dict, "model": section}, depth, "x".join(map(str, sizes))))
+    return arms
+
+
+def config_arms(paths: list[Path], overrides: list[str]) -> list[Arm]:
+    if len(paths) < 2:
+        raise BadInput("dlcli compare needs at least two CONFIG files (or the shallow-vs-deep subcommand)")
+    arms = [Arm(Path(p).stem, load_config(p, overrides).to_dict()) for p in paths]
+    labels = [a.label for a in arms]
+    if len(set(labels)) != len(labels):
+        raise BadInput(f"the configs share a name ({', '.join(labels)}); give each file its own name")
+    return arms
+
+
+# ----- running -------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ArmResult:
+    arm: Arm
+    params: int
+    learning_rate: float
+    values: list[float]  # the metric per seed
+    summary: Summary
+    train_s: float
+    seeds: list[dict]  # per-seed rows for results.json / .csv
+    run_dirs: list[Path]
+
+
+@dataclasses.dataclass
+class Comparison:
+    metric: str
+    higher_is_better: bool
+    arms: list[ArmResult]
+    test: WelchTest | None
+    pair: tuple[str, str] | None  # (challenger, baseline) of the test
+    conclusion: str
+    failures: list[JobResult]
+
+
+def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | None, workers: int, data_dir: Path,
+                   tune_lr: list[float] | None = None, extra_evals: dict[str, list[str]] | None = None,
+                   baseline: str | None = None, on_done: Callable[[JobResult], None] = lambda r: None) -> Comparison:
+    if seeds < 1:
+        raise BadInput(f"--seeds must be at least 1, got {seeds}")
+    kinds = {config_from_dict(a.config).task_kind for a in arms}
+    if len(kinds) > 1:
+        raise BadInput(f"the configs mix task kinds ({', '.join(sorted(kinds))}); compare like with like")
+    metric = metric or ("test/accuracy" if kinds == {"classification"} else "test/loss")
+    _check_metric(metric, kinds.pop(), extra_evals or {})
+    if tune_lr:
+        arms = _tune_learning_rates(arms, tune_lr, out_dir, workers, data_dir, on_done)
+    jobs = [Job(f"{_slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{_slug(a.label)}-seed{s}",
+                dict(extra_evals or {})) for a in arms for s in range(seeds)]
+    results = {r.key: r for r in run_jobs(jobs, workers=workers, data_dir=data_dir, on_done=on_done)}
+    failures = [r for r in results.values() if r.status == "failed"]
+    if failures:
+        return Comparison(metric, _higher_is_better(metric), [], None, None,
+                          f"{len(failures)} of {len(jobs)} runs failed; see the errors above, fix them and rerun", failures)
+    arm_results = []
+    for arm in arms:
+        arm_jobs = [j for j in jobs if j.key.startswith(_slug(arm.label) + "-seed")]
+        rows = [_row(results[j.key], s, metric) for s, j in enumerate(arm_jobs)]
+        values = [row[metric] for row in rows]
+        first = results[arm_jobs[0].key].summary
+        arm_results.append(ArmResult(arm, first["params"], arm.config["optimizer"]["learning_rate"], values,
+                                     summarize(values), sum(r["wall_s"] for r in rows) / len(rows), rows,
+                                     [j.run_dir for j in arm_jobs]))
+    return _conclude(metric, arm_results, baseline, failures)
+
+
+def _tune_learning_rates(arms, grid, out_dir, workers, data_dir, on_done) -> list[Arm]:
+    """Each arm's learning rate: the best validation metric over `grid`, seed 0."""
+    jobs = [Job(f"{_slug(a.label)}-lr{lr:g}", _with_lr({**a.config, "seed": 0}, lr),
+                out_dir / "tune" / f"{_slug(a.label)}-lr{lr:g}") for a in arms for lr in grid]
+    results = {r.key: r for r in run_jobs(jobs, workers=workers, data_dir=data_dir, on_done=on_done)}
+    tuned = []
+    for arm in arms:
+        cfg = config_from_dict(arm.config)
+        scores = {}
+        for lr in grid:
+            result = results[f"{_slug(arm.label)}-lr{lr:g}"]
+            if result.status == "done":
+                scores[lr] = result.summary["best_value"]
+        if not scores:
+            raise BadInput(f"every learning rate in the --tune-lr grid failed for {arm.label}; try smaller rates")
+        pick = (max if cfg.monitor_mode == "max" else min)(scores, key=scores.get)
+        tuned.append(dataclasses.replace(arm, config=_with_lr(arm.config, pick)))
+    return tuned
+
+
+def _with_lr(config: dict, lr: float) -> dict:
+    config = copy.deepcopy(config)
+    config["optimizer"]["learning_rate"] = lr
+    return config
+
+
+def _row(result: JobResult, seed: int, metric: str) -> dict:
+    metrics = dict(result.summary["metrics"])
+    for name, values in result.extra.items():
+        metrics.update({f"{name}:{k}": v for k, v in values.items()})
+    return {"seed": seed, "run_dir": result.summary["run_dir"], "params": result.summary["params"],
+            "wall_s": result.summary["wall_s"], **{k: v for k, v in metrics.items() if isinstance(v, float)},
+            metric: metrics[metric]}
+
+
+def _check_metric(metric: str, kind: str, extra_evals: dict) -> None:
+    names = {"classification": ["accuracy", "loss"], "regression": ["loss", "mae", "rmse"]}[kind]
+    valid = [f"{split}/{n}" for split in ("test", "val") for n in names]
+    valid += [f"{e}:test/{n}" for e in extra_evals for n in names]
+    if metric not in valid:
+        raise BadInput(f"--metric {metric!r} does not exist for these {kind} runs; choose one of: {', '.join(valid)}")
+
+
+def _higher_is_better(metric: str) -> bool:
+    return metric.endswith("accuracy")
+
+
+def _conclude(metric: str, arms: list[ArmResult], baseline: str | None, failures) -> Comparison:
+    higher = _higher_is_better(metric)
+    base = next((a for a in arms if a.arm.label == baseline), arms[0])
+    others = [a for a in arms if a is not base]
+    best = (max if higher else min)(others, key=lambda a: a.summary.mean)
+    test = welch_t_test(best.values, base.values) if len(best.values) > 1 else None
+    better = best.summary.mean > base.summary.mean if higher else best.summary.mean < base.summary.mean
+    what = metric
+    figures = (f"{what} {best.summary.mean:.4g} ± {_ci(best.summary)} ({best.params:,} parameters) against "
+               f"{base.summary.mean:.4g} ± {_ci(base.summary)} ({base.params:,} parameters) over {len(base.values)} seeds")
+    if test is None:
+        verdict = f"{best.arm.label} {'beats' if better else 'does not beat'} {base.arm.label}: {figures} (one seed, no test)"
+    elif test.p < 0.05:
+        verdict = (f"{best.arm.label} {'beats' if better else 'is worse than'} {base.arm.label}: {figures}; "
+                   f"Welch's t = {test.t:.2f}, p = {test.p:.2g}")
+    else:
+        verdict = (f"{best.arm.label} and {base.arm.label} are not distinguishable: {figures}; "
+                   f"Welch's t = {test.t:.2f}, p = {test.p:.2g}")
+    return Comparison(metric, higher, arms, test, (best.arm.label, base.arm.label), verdict + ".", failures)
+
+
+def _ci(summary: Summary) -> str:
+    return "n/a" if math.isnan(summary.half_width) else f"{summary.half_width:.2g}"
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-")
+
+
+# ----- reporting -----------------------------------------------------------------------
+
+def write_outputs(comparison: Comparison, out_dir: Path, title: str) -> dict:
+    """results.json, results.csv, report.md and curves.png in `out_dir`; returns the JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = to_json(comparison, out_dir)
+    (out_dir / "results.json").write_text(json.dumps(data, indent=2))
+    rows = [{"arm": a.arm.label, **row} for a in comparison.arms for row in a.seeds]
+    columns = ["arm", "seed", "params", comparison.metric, "wall_s", "run_dir"]
+    lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
+    (out_dir / "results.csv").write_text("\n".join(lines) + "\n")
+    from dlcli.plots import learning_curves
+
+    val_metric = "val/" + comparison.metric.split("/")[-1]
+    learning_curves({a.arm.label: a.run_dirs for a in comparison.arms}, val_metric, out_dir / "curves.png", title)
+    (out_dir / "report.md").write_text(_markdown(comparison, title))
+    return data
+
+
+def to_json(comparison: Comparison, out_dir: Path) -> dict:
+    return {
+        "out_dir": str(out_dir), "metric": comparison.metric, "higher_is_better": comparison.higher_is_better,
+        "arms": [{"label": a.arm.label, "depth": a.arm.depth, "widths": a.arm.width, "params": a.params,
+                  "learning_rate": a.learning_rate, "mean": a.summary.mean, "std": a.summary.std,
+                  "ci95": None if math.isnan(a.summary.half_width) else a.summary.half_width,
+                  "values": a.values, "train_s": a.train_s} for a in comparison.arms],
+        "test": None if comparison.test is None else {
+            "challenger": comparison.pair[0], "baseline": comparison.pair[1], "t": comparison.test.t,
+            "df": comparison.test.df, "p": comparison.test.p},
+        "conclusion": comparison.conclusion,
+        "failures": [{"run": f.key, "error": f.error} for f in comparison.failures],
+    }
+
+
+def _markdown(comparison: Comparison, title: str) -> str:
+    lines = [f"# {title}", "", comparison.conclusion, "",
+             f"| arm | widths | parameters | learning rate | {comparison.metric} (mean ± 95% CI) | train time (s) |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for a in comparison.arms:
+        lines.append(f"| {a.arm.label} | {a.arm.width or '-'} | {a.params:,} | {a.learning_rate:g} | "
+                     f"{a.summary.mean:.4f} ± {_ci(a.summary)} | {a.train_s:.1f} |")
+    lines += ["", "Per-seed results: results.csv. Learning curves (validation, mean and ±1 std band): curves.png.", ""]
+    return "\n".join(lines)

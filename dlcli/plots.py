@@ -1,0 +1,39 @@
+"""PNG plots, drawn with Matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlcli.runlog import read_metrics
+
+
+def learning_curves(arms: dict[str, list[Path]], metric: str, out: Path, title: str) -> None:
+    """One line per arm: the mean of `metric` over its runs at each logged step, with a
+    band of plus and minus one standard deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, run_dirs in arms.items():
+        curves = [{r["step"]: r[metric] for r in read_metrics(d) if metric in r} for d in run_dirs]
+        steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        if not steps:
+            continue
+        values = np.array([[c[s] for s in steps] for c in curves])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        ax.plot(steps, mean, label=label)
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    if metric.endswith(("loss", "mae", "rmse")):
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
