@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,9 @@ from typing import Callable
 import yaml
 
 from dlcli.checkpoint import has_checkpoint
+
+
+PRUNED = -1000  # the exit code recorded for a run stopped by its `prune` callback
 
 
 @dataclasses.dataclass
@@ -34,6 +38,7 @@ class Job:
     config: dict
     run_dir: Path
     extra_evals: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # name -> `dlcli eval` flags
+    prune: Callable[[Path], bool] | None = None  # polled while training; True stops the run as pruned
 
     @property
     def config_path(self) -> Path:
@@ -47,7 +52,7 @@ class Job:
 @dataclasses.dataclass
 class JobResult:
     key: str
-    status: str  # "done" or "failed"
+    status: str  # "done", "failed" or "pruned"
     summary: dict | None = None
     error: str | None = None
     extra: dict = dataclasses.field(default_factory=dict)  # name -> metrics of each extra evaluation
@@ -104,7 +109,8 @@ def _finished(job: Job) -> JobResult | None:
         if set(extra) >= set(job.extra_evals):
             return JobResult(job.key, "done", json.loads(summary_path.read_text()), extra=extra)
     if job.failure_path.exists() and _same_config(job):
-        return JobResult(job.key, "failed", error=json.loads(job.failure_path.read_text())["error"])
+        record = json.loads(job.failure_path.read_text())
+        return JobResult(job.key, "pruned" if record["exit_code"] == PRUNED else "failed", error=record["error"])
     return None
 
 
@@ -129,7 +135,11 @@ class _Runner:
             mode = ["--overwrite"]
         else:
             mode = ["--resume"] if has_checkpoint(job.run_dir) else ["--overwrite"]
-        code, out, err = self._call(["train", str(job.config_path), "--run-dir", str(job.run_dir), *mode, "--json"])
+        code, out, err = self._call(["train", str(job.config_path), "--run-dir", str(job.run_dir), *mode, "--json"],
+                                    job.run_dir if job.prune else None, job.prune)
+        if code == PRUNED:
+            job.failure_path.write_text(json.dumps({"exit_code": PRUNED, "error": "pruned"}))
+            return JobResult(job.key, "pruned", error="pruned")
         if code != 0:
             return self._failed(job, code, err)
         extra = {}
@@ -148,19 +158,33 @@ class _Runner:
             job.failure_path.write_text(json.dumps({"exit_code": code, "error": error}))
         return JobResult(job.key, "failed", error=error)
 
-    def _call(self, args: list[str]) -> tuple[int, str, str]:
+    def _call(self, args: list[str], run_dir: Path | None = None,
+              prune: Callable[[Path], bool] | None = None) -> tuple[int, str, str]:
+        """Run `python -m dlcli ARGS`; (exit code, stdout, stderr). Output goes through
+        temporary files, so a long run cannot fill a pipe while `prune` is polled."""
         if self.stopping.is_set():
             return 130, "", "interrupted"
-        process = subprocess.Popen([sys.executable, "-m", "dlcli", *args], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, env=self.env, start_new_session=True)
-        with self._lock:
-            self._processes.add(process)
-        try:
-            out, err = process.communicate()
-        finally:
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            process = subprocess.Popen([sys.executable, "-m", "dlcli", *args], stdout=out, stderr=err, text=True,
+                                       env=self.env, start_new_session=True)
             with self._lock:
-                self._processes.discard(process)
-        return process.returncode, out, err
+                self._processes.add(process)
+            try:
+                code = None
+                while code is None:
+                    try:
+                        code = process.wait(timeout=0.5)
+                    except subprocess.TimeoutExpired:
+                        if prune is not None and prune(run_dir):
+                            process.terminate()
+                            process.wait()
+                            code = PRUNED
+            finally:
+                with self._lock:
+                    self._processes.discard(process)
+            out.seek(0)
+            err.seek(0)
+            return code, out.read(), err.read()
 
     def stop(self) -> None:
         self.stopping.set()

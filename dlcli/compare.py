@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from dlcli.batch import Job, JobResult, run_jobs
-from dlcli.config import ExperimentConfig, config_from_dict, load_config
+from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
 from dlcli.errors import BadInput
 from dlcli.schema import to_dict
 from dlcli.specs.cnn import ConvBlock
@@ -167,7 +167,7 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
     if len(kinds) > 1:
         raise BadInput(f"the configs mix task kinds ({', '.join(sorted(kinds))}); compare like with like")
     metric = metric or ("test/accuracy" if kinds == {"classification"} else "test/loss")
-    _check_metric(metric, kinds.pop(), extra_evals or {})
+    check_metric(metric, kinds.pop(), "--metric", tuple(extra_evals or ()))
     if tune_lr:
         arms = _tune_learning_rates(arms, tune_lr, out_dir, workers, data_dir, on_done)
     jobs = [Job(f"{_slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{_slug(a.label)}-seed{s}",
@@ -222,14 +222,6 @@ def _row(result: JobResult, seed: int, metric: str) -> dict:
     return {"seed": seed, "run_dir": result.summary["run_dir"], "params": result.summary["params"],
             "wall_s": result.summary["wall_s"], **{k: v for k, v in metrics.items() if isinstance(v, float)},
             metric: metrics[metric]}
-
-
-def _check_metric(metric: str, kind: str, extra_evals: dict) -> None:
-    names = {"classification": ["accuracy", "loss"], "regression": ["loss", "mae", "rmse"]}[kind]
-    valid = [f"{split}/{n}" for split in ("test", "val") for n in names]
-    valid += [f"{e}:test/{n}" for e in extra_evals for n in names]
-    if metric not in valid:
-        raise BadInput(f"--metric {metric!r} does not exist for these {kind} runs; choose one of: {', '.join(valid)}")
 
 
 def _higher_is_better(metric: str) -> bool:

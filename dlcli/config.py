@@ -201,3 +201,16 @@ def resolved_yaml(cfg: ExperimentConfig) -> str:
 def config_from_dict(raw: dict) -> ExperimentConfig:
     """Rebuild a config saved in a run folder or a checkpoint."""
     return parse(ExperimentConfig, copy.deepcopy(raw), "")
+
+
+METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse")}
+
+
+def check_metric(metric: str, kind: str, option: str, extra_evals: tuple[str, ...] = ()) -> None:
+    """`BadInput` unless `metric` is a val/ or test/ metric (or one of an extra
+    evaluation, 'name:test/...') that a `kind` run reports."""
+    names = METRIC_NAMES[kind]
+    valid = [f"{split}/{n}" for split in ("test", "val") for n in names]
+    valid += [f"{extra}:test/{n}" for extra in extra_evals for n in names]
+    if metric not in valid:
+        raise BadInput(f"{option} {metric!r} does not exist for {kind} runs; choose one of: {', '.join(valid)}")

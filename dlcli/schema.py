@@ -99,6 +99,8 @@ def to_dict(obj: Any) -> Any:
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)
@@ -130,6 +132,10 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return parse(tp, value, path)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise BadInput(f"{path} must be a mapping, got {_show(value)}")
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise BadInput(f"{path} must be true or false, got {_show(value)}")

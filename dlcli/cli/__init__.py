@@ -42,7 +42,7 @@ def reports_errors(command):
 
 
 def main() -> None:
-    from dlcli.cli import catalog, compare, evaluate, train  # noqa: F401  (registers the commands)
+    from dlcli.cli import catalog, compare, evaluate, sweep, train  # noqa: F401  (registers the commands)
 
     app(prog_name="dlcli")
 

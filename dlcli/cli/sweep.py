@@ -1,0 +1,64 @@
+"""`dlcli sweep`: a hyperparameter search, each trial an ordinary run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dlcli.cli import app, reports_errors
+from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default
+
+
+@app.command("sweep")
+@reports_errors
+def sweep_command(
+    sweep_file: Path = typer.Argument(..., metavar="SWEEP.yaml", help="Sweep file: base, space, strategy, metric."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Trials trained at once (default: the file's workers)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder; default sweeps/<name>."),
+    data_dir: Optional[Path] = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a sweep; rerunning it trains only the trials that have not finished.
+
+    Results sorted by the metric go to results.csv and results.json, the best trial's
+    config to best.yaml (ready for `dlcli train`). Exit code 0 when at least one trial
+    finished, 1 when every trial failed, 2 for a bad sweep file.
+    """
+    from dlcli.errors import BadInput, TrainingFailure
+    from dlcli.sweep import load_sweep, run_sweep, write_results
+
+    if workers is not None and workers < 1:
+        raise BadInput(f"--workers must be at least 1, got {workers}")
+    sweep = load_sweep(sweep_file, out)
+    from dlcli.console import stderr
+
+    def report(result) -> None:
+        if result.status == "done":
+            stderr.print(f"done {result.key}: {sweep.cfg.metric} {result.summary['metrics'][sweep.cfg.metric]:.4f}", soft_wrap=True)
+        else:
+            stderr.print(f"[red]{result.status}[/] {result.key}: {result.error}", soft_wrap=True)
+
+    trials = run_sweep(sweep, workers=workers, data_dir=data_dir_or_default(data_dir), on_done=report)
+    data = write_results(sweep, trials)
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        _print(sweep, trials)
+    if not data["finished"]:
+        raise TrainingFailure(f"every trial of sweep {sweep.cfg.name} failed; see results.csv in {sweep.folder}")
+
+
+def _print(sweep, trials) -> None:
+    from dlcli.console import list_table, stdout
+
+    keys = list(sweep.space)
+    rows = [(f"{t.index:03d}", t.status, "" if t.value is None else f"{t.value:.4f}",
+             *(f"{t.params[k]:.4g}" if isinstance(t.params[k], float) else str(t.params[k]) for k in keys),
+             (t.error or "")[:60]) for t in trials]
+    stdout.print(list_table(f"sweep {sweep.cfg.name}: {sweep.cfg.metric} ({sweep.cfg.direction}), best first",
+                            ["trial", "status", sweep.cfg.metric, *keys, "error"], rows))
+    if (sweep.folder / "best.yaml").exists():
+        stdout.print(f"best config: {sweep.folder / 'best.yaml'}  (dlcli train {sweep.folder / 'best.yaml'})", soft_wrap=True)
