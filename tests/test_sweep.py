@@ -1,0 +1,98 @@
+"""`dlcli sweep`: trials, failure isolation, results and best config, resume after Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from dlcli.config import load_config
+from dlcli.errors import BadInput
+from dlcli.sweep import load_sweep, trial_params
+
+from conftest import REPO, cli_env, run_cli
+
+TINY = ["training.steps=20", "training.eval_every=10", "model.width=16"]
+
+
+def _write(tmp_path, **fields) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "strategy": "grid", "metric": "val/accuracy", "direction": "max",
+                                    "set": TINY, **fields}))
+    return str(path)
+
+
+def test_grid_with_planted_failures(tmp_path):
+    sweep = _write(tmp_path, space={"training.batch_size": [32, 5000], "model.dropout": [0.0, 1.5]})
+    result = run_cli("sweep", sweep, "--workers", "2", "--out", str(tmp_path / "out"), "--json", check=True)
+    data = json.loads(result.stdout)
+    by_params = {(t["params"]["training.batch_size"], t["params"]["model.dropout"]): t for t in data["trials"]}
+    assert by_params[(32, 0.0)]["status"] == "done"
+    assert "batch_size 5000 is larger" in by_params[(5000, 0.0)]["error"]  # failed inside its worker
+    assert "model.dropout must be < 1.0" in by_params[(32, 1.5)]["error"]  # impossible config, never started
+    assert data["finished"] == 1 and data["failed"] == 3
+    assert data["trials"][0]["status"] == "done"  # sorted: finished trials first
+    best = load_config(tmp_path / "out" / "best.yaml")
+    assert best.training.batch_size == 32 and best.model.dropout == 0.0
+    csv = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert len(csv) == 5 and csv[0].startswith("trial,status,val/accuracy")
+
+
+def test_results_sorted_by_metric(tmp_path):
+    sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.0001, 0.003, 0.001]})
+    data = json.loads(run_cli("sweep", sweep, "--out", str(tmp_path / "out"), "--json", check=True).stdout)
+    values = [t["value"] for t in data["trials"]]
+    assert values == sorted(values, reverse=True)
+    assert data["best"]["value"] == values[0]
+
+
+def test_random_strategy_is_reproducible(tmp_path):
+    space = {"optimizer.learning_rate": {"distribution": "log_uniform", "low": 1e-4, "high": 1e-2},
+             "model.width": {"distribution": "int_uniform", "low": 8, "high": 64},
+             "model.activation": {"distribution": "choice", "values": ["relu", "tanh"]},
+             "model.dropout": {"distribution": "uniform", "low": 0.0, "high": 0.5}}
+    sweep = load_sweep(_write(tmp_path, strategy="random", trials=20, seed=3, space=space))
+    params = trial_params(sweep)
+    assert params == trial_params(sweep) and len(params) == 20
+    assert all(1e-4 <= p["optimizer.learning_rate"] <= 1e-2 and 8 <= p["model.width"] <= 64 for p in params)
+    assert {p["model.activation"] for p in params} == {"relu", "tanh"}
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"space": {}}, "search space is empty"),
+    ({"space": {"optimizer.learning_rat": [0.1]}}, "did you mean 'optimizer.learning_rate'"),
+    ({"space": {"model.width": {"distribution": "uniform", "low": 1, "high": 2}}}, "a grid needs a list"),
+    ({"strategy": "random", "space": {"model.width": [8]}}, "trials is missing"),
+    ({"metric": "val/mae", "space": {"model.width": [8]}}, "does not exist for classification"),
+])
+def test_bad_sweep_files(tmp_path, fields, message):
+    with pytest.raises(BadInput, match=message):
+        load_sweep(_write(tmp_path, **fields))
+    result = run_cli("sweep", _write(tmp_path, **fields), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and message.split("'")[0] in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_then_rerun_trains_only_missing_trials(tmp_path):
+    sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.001, 0.002, 0.003, 0.004, 0.005]},
+                   set=["training.steps=400", "training.eval_every=100", "model.width=16"])
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", sweep, "--workers", "1", "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
+    deadline = time.monotonic() + 180
+    while not list(out.glob("trials/*/summary.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in stderr
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/summary.json")}
+    assert 1 <= len(finished) < 5
+
+    data = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
+    assert data["finished"] == 5 and data["failed"] == 0
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in finished.items())
