@@ -152,6 +152,14 @@ def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process) so far."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
 def print_header(data_desc: str) -> None:
     print(f"machine   : {cpu_model()}, {os.cpu_count()} logical cores "
           f"({len(os.sched_getaffinity(0))} usable), {platform.system()} {platform.release()}")
@@ -188,12 +196,16 @@ def bench_model(name: str, data_dir: Path, rounds: int, steps: int) -> dict:
 
     rates: dict[str, list[float]] = {"dlcli": [], "torch": []}
     for r in range(rounds):
+        busy_before, own_before = cpu_seconds()
+        round_start = time.perf_counter()
         for side in (dlcli, twin) if r % 2 == 0 else (twin, dlcli):
             start = time.perf_counter()
             side.run(steps)
             rates[side.label].append(steps / (time.perf_counter() - start))
+        busy, own = cpu_seconds()
+        others = (busy - busy_before - (own - own_before)) / ((time.perf_counter() - round_start) * os.cpu_count())
         print(f"   round {r + 1}/{rounds}: dlcli {rates['dlcli'][-1]:8.1f}  torch {rates['torch'][-1]:8.1f} steps/s"
-              f"   (load {load()})")
+              f"   (other processes {max(others, 0):.0%} of the CPUs; load {load()})")
     compiled = dlcli.exp.steps.compiled_shapes
     if len(compiled) != 1:
         print(f"   WARNING: dlcli compiled {len(compiled)} executables: {compiled}")

@@ -25,6 +25,7 @@ from typing import Callable
 import yaml
 
 from dlcli.checkpoint import has_checkpoint
+from dlcli.config import parse_yaml
 
 
 PRUNED = -1000  # the exit code recorded for a run stopped by its `prune` callback
@@ -115,7 +116,7 @@ def _finished(job: Job) -> JobResult | None:
 
 
 def _same_config(job: Job) -> bool:
-    return job.config_path.exists() and yaml.safe_load(job.config_path.read_text()) == job.config
+    return job.config_path.exists() and parse_yaml(job.config_path.read_text()) == job.config
 
 
 class _Runner:

@@ -11,9 +11,12 @@ and dtypes come from the config, not from whatever is on disk.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dlcli.errors import BadInput
 
@@ -58,8 +61,10 @@ class RunCheckpoints:
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: Any, meta: dict, is_best: bool) -> None:
-        """Start an asynchronous save; the previous save is finished first."""
+        """Start an asynchronous save; the previous save is finished first. The state's
+        sha256 goes into meta, so a restore can tell a damaged checkpoint from a real one."""
         self.manager.wait_until_finished()
+        meta = {**meta, "state_sha256": state_digest(state)}
         ocp = self._ocp
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                           metrics={"was_best": float(is_best), "step": float(step)})
@@ -99,7 +104,10 @@ class RunCheckpoints:
                 state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         except Exception as err:  # corrupt, truncated or mismatched files all land here
             raise self._unreadable(step, err) from None
-        return restored["state"], dict(restored["meta"])
+        meta = dict(restored["meta"])
+        if state_digest(restored["state"]) != meta.get("state_sha256"):
+            raise self._unreadable(step, ValueError("the arrays do not match the checksum saved with them"))
+        return restored["state"], meta
 
     def _unreadable(self, step: int, err: Exception) -> BadInput:
         reason = " ".join(str(err).split())[:160]
@@ -109,3 +117,13 @@ class RunCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def state_digest(state: Any) -> str:
+    """sha256 over every array of a pure state, in pytree order."""
+    import jax
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    return digest.hexdigest()

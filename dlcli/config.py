@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,26 @@ from dlcli.specs import MODELS, register_builtin_models
 
 register_builtin_models()
 register_builtin_datasets()
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2-style floats, so 1e-4 is a number (YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    """yaml.safe_load, with 1e-4 read as a float."""
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclasses.dataclass
@@ -163,7 +184,7 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise BadInput(f"config file {path} does not exist; give the path of a YAML experiment file (see experiments/)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -181,7 +202,7 @@ def apply_override(raw: dict, item: str) -> None:
     if not sep or not key.strip():
         raise BadInput(f"--set {item!r} is not of the form key.path=value (e.g. --set training.epochs=5)")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")
@@ -201,6 +222,21 @@ def resolved_yaml(cfg: ExperimentConfig) -> str:
 def config_from_dict(raw: dict) -> ExperimentConfig:
     """Rebuild a config saved in a run folder or a checkpoint."""
     return parse(ExperimentConfig, copy.deepcopy(raw), "")
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run folder was trained with; `BadInput` if absent or broken."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise BadInput(f"{run_dir} has no config.yaml, so it is not a usable dlcli run folder; "
+                       "give the folder `dlcli train` wrote, or retrain with --overwrite")
+    try:
+        raw = parse_yaml(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise BadInput(f"{path} is not valid YAML; restore it, or retrain with --overwrite") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path} does not hold a config mapping; restore it, or retrain with --overwrite")
+    return config_from_dict(raw)
 
 
 METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse")}

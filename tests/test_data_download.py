@@ -160,14 +160,10 @@ class Banner(socketserver.BaseRequestHandler):
         self.request.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dlcli bug: ensure_file (dlcli/data/vision.py) catches URLError/OSError/ValueError only; a mirror that "
-    "does not answer HTTP raises http.client.BadStatusLine (an HTTPException), which escapes as a traceback "
-    "and skips the remaining mirrors"))
 def test_mirror_that_does_not_speak_http_is_bad_input(data_dir, monkeypatch):
     with serve(socketserver.TCPServer(("127.0.0.1", 0), Banner)) as url:
         monkeypatch.setenv("DLCLI_DATA_MIRROR", url)
-        with pytest.raises(BadInput, match="could not be downloaded"):
+        with pytest.raises(BadInput, match="no intact copy could be downloaded"):
             MnistConfig().load(data_dir)
 
 

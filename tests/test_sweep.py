@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -96,3 +97,16 @@ def test_ctrl_c_then_rerun_trains_only_missing_trials(tmp_path):
     data = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     assert data["finished"] == 5 and data["failed"] == 0
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in finished.items())
+
+
+def test_shell_grid_script_collects_json(tmp_path):
+    env = cli_env(EPOCHS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    result = subprocess.run(["bash", "experiments/grid.sh", str(tmp_path / "grid")], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.strip().splitlines()
+    assert rows[0].split()[:2] == ["run", "params"] and len(rows) == 7
+    accuracies = [float(row.split()[2]) for row in rows[1:]]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert len((tmp_path / "grid" / "results.jsonl").read_text().splitlines()) == 6

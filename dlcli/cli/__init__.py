@@ -8,6 +8,7 @@ stderr), 1 a failure during training.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import typer
@@ -33,19 +34,37 @@ def reports_errors(command):
             return command(*args, **kwargs)
         except DlcliError as err:
             error(str(err))
-            raise typer.Exit(err.exit_code) from None
+            _exit_now(err.exit_code)
         except KeyboardInterrupt:
-            error("interrupted; a run can be continued with `dlcli train CONFIG --run-dir DIR --resume`")
-            raise typer.Exit(130) from None
+            error("interrupted; rerun the same command with --resume (train) or as it was (compare, sweep) to continue")
+            _exit_now(130)
 
     return wrapper
 
 
+def _exit_now(code: int) -> None:
+    """Exit without interpreter teardown. Everything worth keeping is already written
+    (checkpoints are closed in `finally` blocks), and after a failed read Orbax can
+    leave restore coroutines whose teardown would print tracebacks after our one line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> None:
+    """Entry point: usage errors (an unknown option, a value of the wrong type) are one
+    line on stderr with exit code 2, like every other bad input."""
     from dlcli.cli import catalog, compare, evaluate, sweep, train  # noqa: F401  (registers the commands)
+    from dlcli.console import error
 
-    app(prog_name="dlcli")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = app(prog_name="dlcli", standalone_mode=False)
+    except typer.TyperException as err:
+        message = " ".join(err.format_message().split())
+        if message:  # empty when the help was shown instead (no command given)
+            context = getattr(err, "ctx", None)
+            error(message + (f"; see {context.command_path} --help" if context is not None else ""))
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -149,10 +150,10 @@ def ensure_file(folder: Path, dataset: str, filename: str) -> Path:
         try:
             download_verified(url, target, SHA256[dataset][filename])
             return target
-        except (urllib.error.URLError, OSError, ValueError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             problems.append(f"{url}: {getattr(err, 'reason', err)}")
     files = ", ".join(IDX_FILES)
-    raise BadInput(f"{dataset} file {filename} is missing and could not be downloaded ({'; '.join(problems)}); "
+    raise BadInput(f"{dataset} file {filename} is missing and no intact copy could be downloaded ({'; '.join(problems)}); "
                    f"put {files} in {folder}/ or point --data-dir (DLCLI_DATA_DIR) at a folder holding {dataset}/")
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from dlcli.checkpoint import has_checkpoint
-from dlcli.config import config_from_dict
+from dlcli.config import read_run_config
 from dlcli.errors import BadInput
 from dlcli.data.vision import shift_images
 from dlcli.train.experiment import build_experiment
@@ -22,15 +21,10 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     or a step) and measure it on `split`; `shift` > 0 first translates every image by a
     random offset of up to that many pixels (a translation-robustness test)."""
     run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file() or not has_checkpoint(run_dir):
+    if not has_checkpoint(run_dir):
         raise BadInput(f"{run_dir} is not a dlcli run folder with checkpoints; give the folder `dlcli train` wrote "
                        "(it holds config.yaml and checkpoints/)")
-    try:
-        raw = yaml.safe_load(config_file.read_text())
-    except yaml.YAMLError:
-        raise BadInput(f"{config_file} is not valid YAML; restore it or retrain the run") from None
-    cfg = config_from_dict(raw or {})
+    cfg = read_run_config(run_dir)
     if shift and not cfg.info.is_image:
         raise BadInput(f"--shift needs an image dataset; {cfg.data.name!r} has inputs of shape {cfg.info.input_shape}")
     if shift < 0:

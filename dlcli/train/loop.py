@@ -21,10 +21,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import yaml
 
 from dlcli.checkpoint import RunCheckpoints, has_checkpoint
-from dlcli.config import ExperimentConfig, config_from_dict, resolved_yaml
+from dlcli.config import ExperimentConfig, read_run_config, resolved_yaml
 from dlcli.console import TrainProgress
 from dlcli.errors import BadInput, TrainingFailure
 from dlcli.runlog import MetricsLog, read_metrics
@@ -60,8 +59,11 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
     checkpoints = None
     if resume:
         checkpoints = open_checkpoints(cfg, run_dir)
-        latest = checkpoints.latest_step()
-        state, meta = checkpoints.restore(latest, exp.pure_state())
+        try:
+            state, meta = checkpoints.restore(checkpoints.latest_step(), exp.pure_state())
+        except BadInput:
+            checkpoints.close()
+            raise
         exp.load_pure_state(state)
         book = Bookkeeping(**meta["bookkeeping"])
         step = int(meta["step"])
@@ -163,7 +165,7 @@ def check_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwri
     if resume:
         if not has_checkpoint(run_dir):
             raise BadInput(f"--resume: {run_dir} holds no checkpoint to resume from; drop --resume to start a new run")
-        saved = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).to_dict()
+        saved = read_run_config(run_dir).to_dict()
         differences = _differences(saved, cfg.to_dict())
         if differences:
             raise BadInput(f"--resume: the config differs from the run's saved config at {', '.join(differences[:3])}; "
