@@ -59,6 +59,8 @@ def test_config_show_precedence(tmp_path):
     assert shown["training"]["batch_size"] == 64  # the file beats the defaults
     assert shown["training"]["eval_batch_size"] == load_config(None).training.eval_batch_size  # defaults fill the rest
     assert shown["name"] == "exp" and shown["model"]["width"] == 32
+    as_json = json.loads(run_cli("config", "show", str(config), *sets("training.epochs=9"), "--json", check=True).stdout)
+    assert as_json == shown
 
 
 def test_listing_commands():

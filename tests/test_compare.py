@@ -81,3 +81,15 @@ def test_bad_compare_input(args, message, tmp_path):
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_tune_lr_picks_each_arm_by_validation(tmp_path):
+    out = tmp_path / "cmp"
+    data = json.loads(run_cli("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,2", "--seeds", "1",
+                              "--steps", "60", "--budget", "300", "--tune-lr", "--lr-grid", "0.00001,0.01",
+                              "--workers", "2", "--out", str(out), "--json", check=True).stdout)
+    for arm in data["arms"]:
+        slug = arm["label"].replace(" ", "-")
+        tuned = {lr: json.loads((out / "tune" / f"{slug}-lr{lr:g}" / "summary.json").read_text())["best_value"]
+                 for lr in (0.00001, 0.01)}
+        assert arm["learning_rate"] == min(tuned, key=tuned.get)  # val/loss: lower is better

@@ -110,3 +110,17 @@ def test_shell_grid_script_collects_json(tmp_path):
     accuracies = [float(row.split()[2]) for row in rows[1:]]
     assert accuracies == sorted(accuracies, reverse=True)
     assert len((tmp_path / "grid" / "results.jsonl").read_text().splitlines()) == 6
+
+
+def test_optuna_strategy_prunes_and_resumes(tmp_path):
+    pytest.importorskip("optuna")
+    sweep = _write(tmp_path, strategy="optuna", trials=6, seed=0,
+                   set=["training.steps=2000", "training.eval_every=200", "model.width=16"],
+                   space={"optimizer.learning_rate": [0.01, 0.000001]})
+    out = tmp_path / "out"
+    first = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
+    assert len(first["trials"]) == 6 and {t["status"] for t in first["trials"]} <= {"done", "pruned"}
+    assert first["best"]["params"]["optimizer.learning_rate"] == 0.01
+    assert all(t["params"]["optimizer.learning_rate"] == 0.000001 for t in first["trials"] if t["status"] == "pruned")
+    again = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
+    assert again["trials"] == first["trials"]  # the study in optuna.db is complete: nothing new runs

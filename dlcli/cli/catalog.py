@@ -57,8 +57,13 @@ def config_show(
     config: Optional[Path] = typer.Argument(None, help="YAML experiment file; default: the built-in digits MLP."),
     set_: Optional[list[str]] = SetOption,
     seed: Optional[int] = SeedOption,
+    as_json: bool = JsonOption,
 ) -> None:
-    """Print the resolved config (defaults < file < --set) as YAML."""
+    """Print the resolved config (defaults < file < --set) as YAML, or JSON with --json."""
     from dlcli.config import load_config, resolved_yaml
 
-    typer.echo(resolved_yaml(load_config(config, set_ or [], seed)), nl=False)
+    cfg = load_config(config, set_ or [], seed)
+    if as_json:
+        typer.echo(json.dumps(cfg.to_dict()))
+    else:
+        typer.echo(resolved_yaml(cfg), nl=False)
