@@ -149,6 +149,7 @@ class ArmResult:
     train_s: float
     seeds: list[dict]  # per-seed rows for results.json / .csv
     run_dirs: list[Path]
+    extra: dict[str, Summary] = dataclasses.field(default_factory=dict)  # 'shift4:test/accuracy' -> summary
 
 
 @dataclasses.dataclass
@@ -187,9 +188,11 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
         rows = [_row(results[j.key], s, metric) for s, j in enumerate(arm_jobs)]
         values = [row[metric] for row in rows]
         first = results[arm_jobs[0].key].summary
+        extra = {f"{name}:{metric.split(':')[-1]}": summarize([row[f"{name}:{metric.split(':')[-1]}"] for row in rows])
+                 for name in (extra_evals or {})}
         arm_results.append(ArmResult(arm, first["params"], arm.config["optimizer"]["learning_rate"], values,
                                      summarize(values), sum(r["wall_s"] for r in rows) / len(rows), rows,
-                                     [j.run_dir for j in arm_jobs]))
+                                     [j.run_dir for j in arm_jobs], {k: v for k, v in extra.items() if k != metric}))
     return _conclude(metric, arm_results, baseline, failures)
 
 
@@ -269,7 +272,8 @@ def write_outputs(comparison: Comparison, out_dir: Path, title: str) -> dict:
     data = to_json(comparison, out_dir)
     (out_dir / "results.json").write_text(json.dumps(data, indent=2))
     rows = [{"arm": a.arm.label, **row} for a in comparison.arms for row in a.seeds]
-    columns = ["arm", "seed", "params", comparison.metric, "wall_s", "run_dir"]
+    extra = list(comparison.arms[0].extra)
+    columns = ["arm", "seed", "params", comparison.metric, *extra, "wall_s", "run_dir"]
     lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
     (out_dir / "results.csv").write_text("\n".join(lines) + "\n")
     from dlcli.plots import learning_curves
@@ -286,7 +290,9 @@ def to_json(comparison: Comparison, out_dir: Path) -> dict:
         "arms": [{"label": a.arm.label, "depth": a.arm.depth, "widths": a.arm.width, "params": a.params,
                   "learning_rate": a.learning_rate, "mean": a.summary.mean, "std": a.summary.std,
                   "ci95": None if math.isnan(a.summary.half_width) else a.summary.half_width,
-                  "values": a.values, "train_s": a.train_s} for a in comparison.arms],
+                  "values": a.values, "train_s": a.train_s,
+                  "extra": {name: {"mean": x.mean, "ci95": None if math.isnan(x.half_width) else x.half_width}
+                            for name, x in a.extra.items()}} for a in comparison.arms],
         "test": None if comparison.test is None else {
             "challenger": comparison.pair[0], "baseline": comparison.pair[1], "t": comparison.test.t,
             "df": comparison.test.df, "p": comparison.test.p},
@@ -296,11 +302,14 @@ def to_json(comparison: Comparison, out_dir: Path) -> dict:
 
 
 def _markdown(comparison: Comparison, title: str) -> str:
+    extra = list(comparison.arms[0].extra)
     lines = [f"# {title}", "", comparison.conclusion, "",
-             f"| arm | widths | parameters | learning rate | {comparison.metric} (mean ± 95% CI) | train time (s) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             f"| arm | widths | parameters | learning rate | {comparison.metric} (mean ± 95% CI) | "
+             + "".join(f"{name} | " for name in extra) + "train time (s) |",
+             "| --- | --- | ---: | ---: | ---: | " + "---: | " * len(extra) + "---: |"]
     for a in comparison.arms:
         lines.append(f"| {a.arm.label} | {a.arm.width or '-'} | {a.params:,} | {a.learning_rate:g} | "
-                     f"{a.summary.mean:.4f} ± {_ci(a.summary)} | {a.train_s:.1f} |")
+                     f"{a.summary.mean:.4f} ± {_ci(a.summary)} | "
+                     + "".join(f"{x.mean:.4f} ± {_ci(x)} | " for x in a.extra.values()) + f"{a.train_s:.1f} |")
     lines += ["", "Per-seed results: results.csv. Learning curves (validation, mean and ±1 std band): curves.png.", ""]
     return "\n".join(lines)

@@ -103,10 +103,12 @@ def _print(outcome, out_dir: Path) -> None:
     from dlcli.compare import _ci
     from dlcli.console import list_table, stdout
 
+    extra = list(outcome.arms[0].extra)
     rows = [(a.arm.label, a.arm.width or "-", f"{a.params:,}", f"{a.learning_rate:g}",
-             f"{a.summary.mean:.4f} ± {_ci(a.summary)}", f"{a.train_s:.1f}") for a in outcome.arms]
+             f"{a.summary.mean:.4f} ± {_ci(a.summary)}", *(f"{x.mean:.4f} ± {_ci(x)}" for x in a.extra.values()),
+             f"{a.train_s:.1f}") for a in outcome.arms]
     stdout.print(list_table(f"{outcome.metric}, mean ± 95% CI over {len(outcome.arms[0].values)} seeds",
-                            ["arm", "widths", "parameters", "lr", outcome.metric, "train s"], rows))
+                            ["arm", "widths", "parameters", "lr", outcome.metric, *extra, "train s"], rows))
     stdout.print(outcome.conclusion, soft_wrap=True)
     stdout.print(f"report: {out_dir / 'report.md'}, curves: {out_dir / 'curves.png'}, per seed: {out_dir / 'results.csv'}",
                  soft_wrap=True)
