@@ -233,8 +233,10 @@ def main() -> None:
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in OVERRIDES]
-    if unknown or args.rounds < 1 or args.steps < 1:
-        parser.error(f"--models takes {', '.join(OVERRIDES)} (got {unknown}); --rounds and --steps must be >= 1")
+    if unknown or not models:
+        parser.error(f"--models takes a comma-separated list from {', '.join(OVERRIDES)}, got {args.models!r}")
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="dlcli-bench-") as scratch:
         data_dir = args.data_dir
