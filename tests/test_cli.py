@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO, cli_env, run_cli, sets, train_json
 
 from dlcli.checkpoint import RunCheckpoints
-from dlcli.config import load_config
+from dlcli.config import DATASETS, load_config
 from dlcli.train.experiment import build_experiment
 
 
@@ -71,7 +71,8 @@ def test_listing_commands():
     assert listed == {"mlp": load_config(None).model.param_count(mnist),
                       "cnn": load_config(None, ["model.name=cnn"]).model.param_count(mnist)}
     datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
-    assert set(datasets) == {"digits", "mnist", "fashion_mnist", "moons", "spirals", "regression1d"}
+    assert set(datasets) == set(DATASETS.names()) >= {"digits", "mnist", "fashion_mnist", "moons", "spirals",
+                                                       "regression1d", "sawtooth", "parity"}
     assert datasets["mnist"]["input_shape"] == [28, 28, 1] and datasets["regression1d"]["task"] == "regression"
     assert "fashion_mnist" in run_cli("datasets", check=True).stdout
     assert "train" in run_cli("--help", check=True).stdout

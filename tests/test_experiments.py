@@ -12,6 +12,7 @@ from dlcli.train.loop import fit
 from conftest import REPO, SHARED_DATA, TINY
 
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
 
 
 def test_experiments_exist():
@@ -26,3 +27,12 @@ def test_experiment_smoke(path: Path, tmp_path):
     assert summary["steps"] == 4
     assert summary["params"] == cfg.model.param_count(cfg.info)
     assert all(name in summary["metrics"] for name in ("val/loss", "test/loss"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_file_loads_and_every_trial_config_is_valid(path: Path):
+    from dlcli.sweep import load_sweep, trial_params
+
+    sweep = load_sweep(path)
+    params = trial_params(sweep)
+    assert params and all(sweep.trial_config(p) for p in params)
