@@ -57,6 +57,7 @@ class JobResult:
     summary: dict | None = None
     error: str | None = None
     extra: dict = dataclasses.field(default_factory=dict)  # name -> metrics of each extra evaluation
+    cached: bool = False  # read back from an earlier invocation, not run now
 
 
 def worker_env(workers: int, data_dir: Path) -> dict:
@@ -108,10 +109,11 @@ def _finished(job: Job) -> JobResult | None:
         extra_path = job.run_dir / "extra_evals.json"
         extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
         if set(extra) >= set(job.extra_evals):
-            return JobResult(job.key, "done", json.loads(summary_path.read_text()), extra=extra)
+            return JobResult(job.key, "done", json.loads(summary_path.read_text()), extra=extra, cached=True)
     if job.failure_path.exists() and _same_config(job):
         record = json.loads(job.failure_path.read_text())
-        return JobResult(job.key, "pruned" if record["exit_code"] == PRUNED else "failed", error=record["error"])
+        return JobResult(job.key, "pruned" if record["exit_code"] == PRUNED else "failed", error=record["error"],
+                         cached=True)
     return None
 
 

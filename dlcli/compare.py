@@ -193,7 +193,7 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
         arm_results.append(ArmResult(arm, first["params"], arm.config["optimizer"]["learning_rate"], values,
                                      summarize(values), sum(r["wall_s"] for r in rows) / len(rows), rows,
                                      [j.run_dir for j in arm_jobs], {k: v for k, v in extra.items() if k != metric}))
-    return _conclude(metric, arm_results, baseline, failures)
+    return _conclude(metric, arm_results, baseline)
 
 
 def _tune_learning_rates(arms, grid, out_dir, workers, data_dir, on_done) -> list[Arm]:
@@ -235,28 +235,28 @@ def _higher_is_better(metric: str) -> bool:
     return metric.endswith("accuracy")
 
 
-def _conclude(metric: str, arms: list[ArmResult], baseline: str | None, failures) -> Comparison:
+def _conclude(metric: str, arms: list[ArmResult], baseline: str | None) -> Comparison:
+    """Welch's t-test of the best other arm against the baseline, and the sentence saying how it came out."""
     higher = _higher_is_better(metric)
     base = next((a for a in arms if a.arm.label == baseline), arms[0])
     others = [a for a in arms if a is not base]
     best = (max if higher else min)(others, key=lambda a: a.summary.mean)
     test = welch_t_test(best.values, base.values) if len(best.values) > 1 else None
     better = best.summary.mean > base.summary.mean if higher else best.summary.mean < base.summary.mean
-    what = metric
-    figures = (f"{what} {best.summary.mean:.4g} ± {_ci(best.summary)} ({best.params:,} parameters) against "
-               f"{base.summary.mean:.4g} ± {_ci(base.summary)} ({base.params:,} parameters) over {len(base.values)} seeds")
+    figures = (f"{metric} {best.summary.mean:.4g} ± {format_ci(best.summary)} ({best.params:,} parameters) against "
+               f"{base.summary.mean:.4g} ± {format_ci(base.summary)} ({base.params:,} parameters) over {len(base.values)} seeds")
     if test is None:
         verdict = f"{best.arm.label} {'beats' if better else 'does not beat'} {base.arm.label}: {figures} (one seed, no test)"
     elif test.p < 0.05:
         verdict = (f"{best.arm.label} {'beats' if better else 'is worse than'} {base.arm.label}: {figures}; "
                    f"Welch's t = {test.t:.2f}, p = {test.p:.2g}")
     else:
-        verdict = (f"{best.arm.label} and {base.arm.label} are not distinguishable: {figures}; "
+        verdict = (f"{best.arm.label} and {base.arm.label} do not differ significantly (5% level): {figures}; "
                    f"Welch's t = {test.t:.2f}, p = {test.p:.2g}")
-    return Comparison(metric, higher, arms, test, (best.arm.label, base.arm.label), verdict + ".", failures)
+    return Comparison(metric, higher, arms, test, (best.arm.label, base.arm.label), verdict + ".", [])
 
 
-def _ci(summary: Summary) -> str:
+def format_ci(summary: Summary) -> str:
     return "n/a" if math.isnan(summary.half_width) else f"{summary.half_width:.2g}"
 
 
@@ -309,7 +309,7 @@ def _markdown(comparison: Comparison, title: str) -> str:
              "| --- | --- | ---: | ---: | ---: | " + "---: | " * len(extra) + "---: |"]
     for a in comparison.arms:
         lines.append(f"| {a.arm.label} | {a.arm.width or '-'} | {a.params:,} | {a.learning_rate:g} | "
-                     f"{a.summary.mean:.4f} ± {_ci(a.summary)} | "
-                     + "".join(f"{x.mean:.4f} ± {_ci(x)} | " for x in a.extra.values()) + f"{a.train_s:.1f} |")
+                     f"{a.summary.mean:.4f} ± {format_ci(a.summary)} | "
+                     + "".join(f"{x.mean:.4f} ± {format_ci(x)} | " for x in a.extra.values()) + f"{a.train_s:.1f} |")
     lines += ["", "Per-seed results: results.csv. Learning curves (validation, mean and ±1 std band): curves.png.", ""]
     return "\n".join(lines)

@@ -71,10 +71,11 @@ def compare_command(
 
     def report(result) -> None:
         if result.status == "failed":
-            stderr.print(f"[red]failed[/] {result.key}: {result.error}", soft_wrap=True)
+            stderr.print(f"[red]failed[/]{' (earlier)' if result.cached else ''} {result.key}: {result.error}",
+                         soft_wrap=True)
         else:
             figures = ", ".join(f"{k} {v:.4f}" for k, v in result.summary["metrics"].items() if k.startswith("test/"))
-            stderr.print(f"done {result.key}: {figures} ({result.summary['wall_s']:.1f} s)", soft_wrap=True)
+            stderr.print(f"done{' (earlier)' if result.cached else ''} {result.key}: {figures} ({result.summary['wall_s']:.1f} s)", soft_wrap=True)
 
     outcome = compare.run_comparison(arms, out_dir=out_dir, seeds=seeds, metric=metric, workers=workers,
                                      data_dir=data_dir_or_default(data_dir), tune_lr=grid, extra_evals=extra,
@@ -100,12 +101,12 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def _print(outcome, out_dir: Path) -> None:
-    from dlcli.compare import _ci
+    from dlcli.compare import format_ci
     from dlcli.console import list_table, stdout
 
     extra = list(outcome.arms[0].extra)
     rows = [(a.arm.label, a.arm.width or "-", f"{a.params:,}", f"{a.learning_rate:g}",
-             f"{a.summary.mean:.4f} ± {_ci(a.summary)}", *(f"{x.mean:.4f} ± {_ci(x)}" for x in a.extra.values()),
+             f"{a.summary.mean:.4f} ± {format_ci(a.summary)}", *(f"{x.mean:.4f} ± {format_ci(x)}" for x in a.extra.values()),
              f"{a.train_s:.1f}") for a in outcome.arms]
     stdout.print(list_table(f"{outcome.metric}, mean ± 95% CI over {len(outcome.arms[0].values)} seeds",
                             ["arm", "widths", "parameters", "lr", outcome.metric, *extra, "train s"], rows))

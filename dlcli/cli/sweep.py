@@ -37,9 +37,10 @@ def sweep_command(
 
     def report(result) -> None:
         if result.status == "done":
-            stderr.print(f"done {result.key}: {sweep.cfg.metric} {result.summary['metrics'][sweep.cfg.metric]:.4f}", soft_wrap=True)
+            stderr.print(f"done{' (earlier)' if result.cached else ''} {result.key}: {sweep.cfg.metric} {result.summary['metrics'][sweep.cfg.metric]:.4f}", soft_wrap=True)
         else:
-            stderr.print(f"[red]{result.status}[/] {result.key}: {result.error}", soft_wrap=True)
+            stderr.print(f"[red]{result.status}[/]{' (earlier)' if result.cached else ''} {result.key}: {result.error}",
+                         soft_wrap=True)
 
     trials = run_sweep(sweep, workers=workers, data_dir=data_dir_or_default(data_dir), on_done=report)
     data = write_results(sweep, trials)
