@@ -63,7 +63,7 @@ class RunCheckpoints:
     def save(self, step: int, state: Any, meta: dict, is_best: bool) -> None:
         """Start an asynchronous save; the previous save is finished first. The state's
         sha256 goes into meta, so a restore can tell a damaged checkpoint from a real one."""
-        self.manager.wait_until_finished()
+        self.wait()
         meta = {**meta, "state_sha256": state_digest(state)}
         ocp = self._ocp
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -113,6 +113,10 @@ class RunCheckpoints:
         reason = " ".join(str(err).split())[:160]
         return BadInput(f"checkpoint {step} in {self.directory} is corrupt or unreadable ({type(err).__name__}: {reason}); "
                         "pick another with --checkpoint STEP, or retrain with --overwrite")
+
+    def wait(self) -> None:
+        """Block until the last asynchronous save is on disk (its errors raise here)."""
+        self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.wait_until_finished()

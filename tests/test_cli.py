@@ -149,3 +149,11 @@ def _latest_state(run_dir) -> dict:
     finally:
         checkpoints.close()
     return jax.tree.map(np.asarray, state)
+
+
+def test_json_output_is_strict_even_for_diverged_metrics(capsys):
+    from dlcli.cli.options import print_json
+
+    print_json({"metrics": {"val/loss": float("nan"), "val/accuracy": 0.5}, "values": [float("inf"), 1.0]})
+    assert json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}")) == {
+        "metrics": {"val/loss": None, "val/accuracy": 0.5}, "values": [None, 1.0]}

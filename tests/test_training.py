@@ -94,3 +94,14 @@ def test_diverging_loss_stops_with_failure_and_keeps_last_good_checkpoint(tmp_pa
     kept = evaluate_run(tmp_path / "run", checkpoint="latest", split="val", data_dir=SHARED_DATA)
     assert f"checkpoint (step {kept['checkpoint']})" in str(failure.value)
     assert np.isfinite(kept["metrics"]["val/loss"])
+
+
+def test_early_stopping_restores_best_and_stays_stopped_on_resume(tmp_path):
+    # min_delta 1.0 on accuracy: nothing after the first evaluation counts as an improvement
+    cfg = load_config(None, ["training.steps=100", "training.eval_every=10", "training.patience=2",
+                             "training.min_delta=1.0", "model.width=16"])
+    summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
+    assert summary["stopped_early"] and summary["steps"] == 30
+    assert summary["best_step"] == summary["evaluated_checkpoint"] == 10
+    again = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, resume=True, show_progress=False)
+    assert again["steps"] == 30 and again["metrics"] == summary["metrics"]

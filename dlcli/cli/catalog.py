@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from dlcli.cli import app, config_app, reports_errors
-from dlcli.cli.options import JsonOption, SeedOption, SetOption
+from dlcli.cli.options import JsonOption, SeedOption, SetOption, print_json
 
 
 @app.command("models")
@@ -22,7 +21,7 @@ def models_command(as_json: bool = JsonOption) -> None:
                 "reference_dataset": spec.reference_dataset, "description": spec.summary}
                for name, spec in MODELS.items()]
     if as_json:
-        typer.echo(json.dumps(entries))
+        print_json(entries)
         return
     from dlcli.console import fmt, list_table, stdout
 
@@ -42,7 +41,7 @@ def datasets_command(as_json: bool = JsonOption) -> None:
         entries.append({"name": name, "input_shape": list(info.input_shape), "outputs": info.n_outputs,
                         "task": info.kind, "description": spec.summary})
     if as_json:
-        typer.echo(json.dumps(entries))
+        print_json(entries)
         return
     from dlcli.console import list_table, stdout
 
@@ -64,6 +63,6 @@ def config_show(
 
     cfg = load_config(config, set_ or [], seed)
     if as_json:
-        typer.echo(json.dumps(cfg.to_dict()))
+        print_json(cfg.to_dict())
     else:
         typer.echo(resolved_yaml(cfg), nl=False)

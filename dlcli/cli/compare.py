@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -10,7 +9,7 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, SetOption, data_dir_or_default
+from dlcli.cli.options import DataDirOption, JsonOption, SetOption, data_dir_or_default, print_json
 
 DEPTH_PANEL = "shallow-vs-deep"
 
@@ -86,7 +85,7 @@ def compare_command(
         raise TrainingFailure(outcome.conclusion)
     data = compare.write_outputs(outcome, out_dir, title)
     if as_json:
-        typer.echo(json.dumps(data))
+        print_json(data)
         return
     _print(outcome, out_dir)
 

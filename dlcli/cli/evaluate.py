@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -10,7 +9,7 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default
+from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default, print_json
 
 
 class Split(str, Enum):
@@ -34,7 +33,7 @@ def eval_command(
     result = evaluate_run(run_dir, checkpoint=checkpoint, split=split.value, data_dir=data_dir_or_default(data_dir),
                           shift=shift)
     if as_json:
-        typer.echo(json.dumps(result))
+        print_json(result)
         return
     from dlcli.console import confusion_table, fmt, key_value_table, stdout
 

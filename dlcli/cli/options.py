@@ -21,3 +21,21 @@ def data_dir_or_default(data_dir: Optional[Path]) -> Path:
     from dlcli.data import default_data_dir
 
     return data_dir if data_dir is not None else default_data_dir()
+
+
+def print_json(obj) -> None:
+    """One JSON object on stdout; NaN and infinities (a diverged metric) become null, so
+    the output is strict JSON that any parser reads."""
+    import json
+    import math
+
+    def strict(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(v) for v in value]
+        return value
+
+    typer.echo(json.dumps(strict(obj), allow_nan=False))

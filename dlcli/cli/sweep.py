@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default
+from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default, print_json
 
 
 @app.command("sweep")
@@ -45,7 +44,7 @@ def sweep_command(
     trials = run_sweep(sweep, workers=workers, data_dir=data_dir_or_default(data_dir), on_done=report)
     data = write_results(sweep, trials)
     if as_json:
-        typer.echo(json.dumps(data))
+        print_json(data)
     else:
         _print(sweep, trials)
     if not data["finished"]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, SeedOption, SetOption, data_dir_or_default
+from dlcli.cli.options import DataDirOption, JsonOption, SeedOption, SetOption, data_dir_or_default, print_json
 
 
 @app.command("train")
@@ -34,7 +33,7 @@ def train_command(
 
     summary = fit(cfg, run_dir, data_dir=data_dir_or_default(data_dir), resume=resume, overwrite=overwrite)
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "confusion"}))
+        print_json({k: v for k, v in summary.items() if k != "confusion"})
     else:
         print_summary(summary)
 

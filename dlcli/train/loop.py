@@ -88,7 +88,8 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
     eval_every = training.eval_every or exp.steps_per_epoch
     sampler = EpochSampler(len(exp.splits.train[0]), training.batch_size, cfg.seed)
     metric_name = "accuracy" if cfg.task_kind == "classification" else "mae"
-    stopped_early = False
+    # a resumed run that had already stopped early stays stopped
+    stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
     with progress or contextlib.nullcontext():
         while step < exp.total_steps and not stopped_early:
@@ -106,11 +107,10 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                         "or set optimizer.clip_norm")
                 step += count
                 chunks.append(metrics)
+                samples_per_s = _rate(step - period_start, training.batch_size, clock, steps.compile_s - compile_before)
                 if progress:
                     progress.update(step, _epoch(step, exp), float(metrics["loss"][-1]),
-                                    float(metrics[metric_name][-1]), _rate(step - period_start, training.batch_size,
-                                                                          clock, steps.compile_s - compile_before))
-            samples_per_s = _rate(step - period_start, training.batch_size, clock, steps.compile_s - compile_before)
+                                    float(metrics[metric_name][-1]), samples_per_s)
             record = _period_record(exp, step, chunks, samples_per_s, time.perf_counter() - start_time)
             log.write(record)
             if progress:
@@ -123,7 +123,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                 checkpoints.save(step, exp.pure_state(), _meta(exp, step, book, record), improved)
             if progress and stopped_early:
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
-    checkpoints.manager.wait_until_finished()
+    checkpoints.wait()
     return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time)
 
 
