@@ -8,10 +8,12 @@ from the same training tensor through a per-epoch permutation. The two sides alt
 over several rounds, each timing the same number of steps after a warm-up chunk (which
 holds dlcli's compilation); the report gives the median steps/s per side and the ratio.
 
-    .venv-bench/bin/python benchmarks/train_steps.py --models mlp,cnn --rounds 5 --steps 128
+    .venv-bench/bin/python benchmarks/train_steps.py --models mlp,cnn,lstm,gru --rounds 5 --steps 128
 
-Without --data-dir (or DLCLI_DATA_DIR) the data are random MNIST-shaped IDX files
-written to a temporary folder, so dlcli loads them through its own MNIST reader.
+The MLP and CNN train on MNIST. Without --data-dir (or DLCLI_DATA_DIR) that is random
+MNIST-shaped IDX files written to a temporary folder, so dlcli loads them through its
+own MNIST reader. The LSTM and GRU train on the adding problem (T = 100, 2 inputs),
+which dlcli generates, with a regression head on the last step and a mean squared error.
 """
 
 from __future__ import annotations
@@ -35,18 +37,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcli.config import load_config
+from dlcli.data import num_examples
 from dlcli.train.experiment import EpochSampler, build_experiment
 
-COMMON = ["data.name=mnist", "training.batch_size=128", "optimizer.name=adam", "optimizer.learning_rate=0.001"]
+COMMON = ["optimizer.name=adam", "optimizer.learning_rate=0.001"]
+MNIST = ["data.name=mnist", "training.batch_size=128"]
+ADDING = ["data.name=adding", "data.length=100", "data.n_train=6400", "training.batch_size=64", "model.hidden=128"]
 OVERRIDES = {
-    "mlp": ["model.name=mlp", "model.widths=[512,512]", "model.activation=relu"],
-    "cnn": ["model.name=cnn",
-            "model.blocks=[{channels: 32, kernel: 3, pool: max}, {channels: 64, kernel: 3, pool: max}]",
-            "model.padding=same", "model.dense=[128]", "model.activation=relu"],
+    "mlp": MNIST + ["model.name=mlp", "model.widths=[512,512]", "model.activation=relu"],
+    "cnn": MNIST + ["model.name=cnn",
+                    "model.blocks=[{channels: 32, kernel: 3, pool: max}, {channels: 64, kernel: 3, pool: max}]",
+                    "model.padding=same", "model.dense=[128]", "model.activation=relu"],
+    "lstm": ADDING + ["model.name=lstm"],
+    "gru": ADDING + ["model.name=gru"],
 }
 DESCRIPTIONS = {
     "mlp": "MLP 784-512-512-10, relu",
     "cnn": "CNN conv32-pool-conv64-pool-128-10, 3x3 SAME, relu",
+    "lstm": "LSTM 2-128, one layer, T=100, last-step regression head",
+    "gru": "GRU 2-128, one layer, T=100, last-step regression head",
 }
 
 
@@ -55,10 +64,25 @@ def torch_model(name: str) -> nn.Module:
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                              nn.Linear(512, 10))
+    if name in ("lstm", "gru"):
+        return LastStepRegressor(name)
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+class LastStepRegressor(nn.Module):
+    """torch.nn.LSTM or GRU (batch first) and a linear head on the last step's output."""
+
+    def __init__(self, cell: str):
+        super().__init__()
+        self.recurrent = (nn.LSTM if cell == "lstm" else nn.GRU)(2, 128, batch_first=True)
+        self.head = nn.Linear(128, 1)
+
+    def forward(self, x):
+        outputs, _ = self.recurrent(x)  # (B, T, 128)
+        return self.head(outputs[:, -1])
 
 
 class DlcliSide:
@@ -69,7 +93,7 @@ class DlcliSide:
     def __init__(self, overrides: list[str], data_dir: Path):
         self.cfg = load_config(None, overrides)
         self.exp = build_experiment(self.cfg, data_dir)
-        self.sampler = EpochSampler(len(self.exp.splits.train[0]), self.cfg.training.batch_size, self.cfg.seed)
+        self.sampler = EpochSampler(num_examples(self.exp.splits.train[0]), self.cfg.training.batch_size, self.cfg.seed)
         self.per_dispatch = self.cfg.training.steps_per_dispatch
         self.step = 0
 
@@ -91,13 +115,16 @@ class TorchSide:
 
     label = "torch"
 
-    def __init__(self, name: str, x: np.ndarray, y: np.ndarray, batch_size: int, learning_rate: float, seed: int):
+    def __init__(self, name: str, x, y: np.ndarray, batch_size: int, learning_rate: float, seed: int):
         torch.manual_seed(seed)
         self.model = torch_model(name)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
-        images = torch.from_numpy(x)  # (N, H, W, C)
-        self.x = images.permute(0, 3, 1, 2).contiguous() if name == "cnn" else images
-        self.y = torch.from_numpy(y).long()
+        if isinstance(x, dict):  # a sequence task: (N, T, F) inputs, float targets
+            self.x, self.y, self.loss = torch.from_numpy(x["inputs"]), torch.from_numpy(y), F.mse_loss
+        else:
+            images = torch.from_numpy(x)  # (N, H, W, C)
+            self.x = images.permute(0, 3, 1, 2).contiguous() if name == "cnn" else images
+            self.y, self.loss = torch.from_numpy(y).long(), F.cross_entropy
         self.batch = batch_size
         self.per_epoch = len(x) // batch_size
         self.step = 0
@@ -113,7 +140,7 @@ class TorchSide:
             if position == 0:
                 self.order = torch.randperm(len(self.x))
             indices = self.order[position * self.batch: (position + 1) * self.batch]
-            loss = F.cross_entropy(self.model(self.x[indices]), self.y[indices])
+            loss = self.loss(self.model(self.x[indices]), self.y[indices])
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -224,7 +251,7 @@ def print_table(results: dict[str, dict[str, list[float]]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mlp,cnn", help="comma-separated, from: " + ", ".join(OVERRIDES))
+    parser.add_argument("--models", default="mlp,cnn,lstm,gru", help="comma-separated, from: " + ", ".join(OVERRIDES))
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per model")
     parser.add_argument("--steps", type=int, default=128,
                         help="timed steps per round and side (rounded up to whole dispatches)")

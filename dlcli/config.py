@@ -48,7 +48,7 @@ def parse_yaml(text: str):
 class TaskConfig:
     """What a batch means. `null` takes the dataset's own kind."""
 
-    name: Literal["classification", "regression"] | None = None
+    name: Literal["classification", "regression", "token_classification"] | None = None
     label_smoothing: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
 
 
@@ -90,6 +90,8 @@ class TrainingConfig:
     (default: val/accuracy for classification, val/loss otherwise); `patience` counts
     evaluations without improvement before stopping (null: never stop early);
     `restore_best` reports test metrics of, and ends with, the best checkpoint.
+    `gradient_flow` (recurrent models) logs the norm of d(loss)/d(h_t) for every step t
+    at each evaluation to gradient_flow.jsonl and plots it to gradient_flow.png.
     """
 
     epochs: int | None = bounded(30, low=1)
@@ -103,6 +105,7 @@ class TrainingConfig:
     min_delta: float = bounded(0.0, low=0.0)
     restore_best: bool = True
     eval_batch_size: int = bounded(1000, low=1)
+    gradient_flow: bool = False
 
     def validate(self, path: str) -> None:
         if self.epochs is None and self.steps is None:
@@ -138,10 +141,13 @@ class ExperimentConfig:
             raise BadInput(f"task.name is {self.task.name!r} but dataset {self.data.name!r} is a {info.kind} dataset; "
                            f"set task.name: {info.kind} (or leave it out)")
         self.model.check_input(info)
-        if self.task_kind == "regression" and self.monitor.endswith("accuracy"):
-            raise BadInput(f"training.monitor {self.monitor!r} does not exist for a regression task; use val/loss")
-        if not self.monitor.startswith("val/"):
-            raise BadInput(f"training.monitor must be a validation metric such as val/loss, got {self.monitor!r}")
+        valid = [f"val/{name}" for name in METRIC_NAMES[self.task_kind]]
+        if self.monitor not in valid:
+            raise BadInput(f"training.monitor {self.monitor!r} is not a validation metric of a {self.task_kind} task; "
+                           f"choose one of: {', '.join(valid)}")
+        if self.training.gradient_flow and not getattr(self.model, "recurrent", False):
+            raise BadInput(f"training.gradient_flow needs a recurrent model (rnn, lstm, gru), not {self.model.name!r}; "
+                           "set training.gradient_flow: false")
 
     @property
     def info(self) -> DatasetInfo:
@@ -239,7 +245,8 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
     return config_from_dict(raw)
 
 
-METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse")}
+METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse"),
+                "token_classification": ("loss", "accuracy", "bits_per_token")}
 
 
 def check_metric(metric: str, kind: str, option: str, extra_evals: tuple[str, ...] = ()) -> None:

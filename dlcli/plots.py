@@ -37,3 +37,28 @@ def learning_curves(arms: dict[str, list[Path]], metric: str, out: Path, title: 
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+def gradient_flow(records: list[dict], out: Path, title: str) -> None:
+    """One line per logged evaluation: the norm of d(loss)/d(h_t) against t, on a log
+    scale, coloured from early (light) to late (dark) in training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    shown = records if len(records) <= 8 else [records[round(i * (len(records) - 1) / 7)] for i in range(8)]
+    colours = plt.cm.viridis(np.linspace(0.9, 0.0, len(shown)))
+    for record, colour in zip(shown, colours):
+        norms = np.maximum(np.asarray(record["gradient_flow"]), 1e-30)
+        ax.plot(np.arange(1, len(norms) + 1), norms, color=colour, label=f"step {record['step']}")
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("||d loss / d h_t||")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

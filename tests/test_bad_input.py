@@ -88,14 +88,39 @@ CONFIG_ERRORS = [
     pytest.param({}, sets("model.name=cnn", "data.name=regression1d"), ["model 'cnn' needs image input"],
                  id="cnn-on-regression1d"),
     pytest.param({}, ["--seed", "abc"], ["--seed"], id="non-integer-seed"),
+    pytest.param({}, sets("model.name=lstm", "data.name=adding", "data.length=0"), ["data.length must be >= 2, got 0"],
+                 id="sequence-length-zero"),
+    pytest.param({}, sets("model.name=gru", "data.name=adding", "model.hidden=0"), ["model.hidden must be >= 1, got 0"],
+                 id="hidden-size-zero"),
+    pytest.param({}, sets("model.name=lstm"), ["model 'lstm' reads sequences", "use a sequence dataset"],
+                 id="lstm-on-digits"),
+    pytest.param({}, sets("data.name=adding"), ["model 'mlp' takes fixed-size inputs", "rnn, lstm or gru"],
+                 id="mlp-on-a-sequence-task"),
+    pytest.param({}, sets("model.name=lstm", "data.name=adding", "task.name=classification"),
+                 ["task.name is 'classification'", "'adding' is a regression dataset"], id="task-mismatch"),
+    pytest.param({}, sets("model.name=lstm", "data.name=text", "data.path=x.txt", "model.bidirectional=true"),
+                 ["bidirectional lstm would see the characters it must predict"], id="bidirectional-language-model"),
+    pytest.param({}, sets("model.name=mlp", "training.gradient_flow=true"),
+                 ["training.gradient_flow needs a recurrent model"], id="gradient-flow-on-mlp"),
+    pytest.param({}, sets("model.name=lstm", "data.name=text"), ["data.path is empty"], id="text-without-path"),
+    pytest.param({}, sets("model.name=lstm", "data.name=text", "data.path={dir}/nothing.txt"),
+                 ["text file {dir}/nothing.txt was found neither as given nor under the data directory"],
+                 id="text-file-missing"),
+    pytest.param({"empty.txt": ""}, sets("model.name=lstm", "data.name=text", "data.path={dir}/empty.txt"),
+                 ["empty.txt is empty"], id="text-file-empty"),
+    pytest.param({"latin1.txt": "caf\xe9 au lait".encode("latin-1")},
+                 sets("model.name=lstm", "data.name=text", "data.path={dir}/latin1.txt"),
+                 ["latin1.txt is not UTF-8 (byte 3 cannot be decoded)"], id="text-file-not-utf8"),
 ]
 
 
 @pytest.mark.parametrize("files, args, needles", CONFIG_ERRORS)
 def test_config_error(run_copy, tmp_path, files, args, needles):
     """Refused before any work, even with --overwrite: the existing run survives."""
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    needles = fill(needles, dir=tmp_path)
     error_line(run_copy, ["train", *fill(args, dir=tmp_path), "--run-dir", str(run_copy), "--overwrite"], needles)
 
 
@@ -196,3 +221,34 @@ def test_checkpoint_with_flipped_bytes_is_refused(run_copy):
     data_file.write_bytes(bytes(data))
 
     error_line(run_copy, fill(COMMANDS["eval"], run=run_copy), [f"checkpoint {step}", "corrupt"])
+
+
+@pytest.fixture(scope="module")
+def language_model(tmp_path_factory) -> Path:
+    """A tiny character language model run on a short text."""
+    folder = tmp_path_factory.mktemp("lm")
+    (folder / "text.txt").write_text("to be or not to be, that is the question. " * 40)
+    run = folder / "run"
+    train_json("--run-dir", str(run), *sets(*TINY, "model.name=gru", "model.hidden=8", "data.name=text",
+                                           f"data.path={folder / 'text.txt'}", "data.seq_length=16"))
+    return run
+
+
+SAMPLE_ERRORS = [
+    pytest.param(["--prompt", "to be€"], ["the character '€' is not in the model's vocabulary"], id="prompt-out-of-vocabulary"),
+    pytest.param(["--prompt", ""], ["--prompt is empty"], id="empty-prompt"),
+    pytest.param(["--prompt", "to", "--length", "0"], ["--length must be at least 1, got 0"], id="zero-length"),
+    pytest.param(["--prompt", "to", "--temperature", "-1"], ["--temperature must be 0 (greedy) or more"],
+                 id="negative-temperature"),
+    pytest.param(["--prompt", "to", "--top-k", "999"], ["--top-k must be between 1 and the vocabulary size"],
+                 id="top-k-above-vocabulary"),
+]
+
+
+@pytest.mark.parametrize("args, needles", SAMPLE_ERRORS)
+def test_sample_error(language_model, args, needles):
+    error_line(language_model, ["sample", str(language_model), *args], needles)
+
+
+def test_sample_from_a_run_that_is_not_a_language_model(trained_run):
+    error_line(trained_run, ["sample", str(trained_run), "--prompt", "a"], ["not a language model", "data.name: text"])

@@ -68,11 +68,15 @@ def test_listing_commands():
     assert "mlp" in models and "cnn" in models
     listed = {m["name"]: m["params"] for m in json.loads(run_cli("models", "--json", check=True).stdout)}
     mnist = load_config(None, ["data.name=mnist"]).info
+    adding = DATASETS.get("adding")().info()
     assert listed == {"mlp": load_config(None).model.param_count(mnist),
-                      "cnn": load_config(None, ["model.name=cnn"]).model.param_count(mnist)}
+                      "cnn": load_config(None, ["model.name=cnn"]).model.param_count(mnist),
+                      **{name: load_config(None, [f"model.name={name}", "data.name=adding"]).model.param_count(adding)
+                         for name in ("rnn", "lstm", "gru")}}
     datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
     assert set(datasets) == set(DATASETS.names()) >= {"digits", "mnist", "fashion_mnist", "moons", "spirals",
-                                                       "regression1d", "sawtooth", "parity"}
+                                                       "regression1d", "sawtooth", "parity", "adding", "copy_memory",
+                                                       "forecast", "varlen_parity", "text"}
     assert datasets["mnist"]["input_shape"] == [28, 28, 1] and datasets["regression1d"]["task"] == "regression"
     assert "fashion_mnist" in run_cli("datasets", check=True).stdout
     assert "train" in run_cli("--help", check=True).stdout
@@ -90,13 +94,20 @@ def test_python_dash_m_and_console_script_agree():
 
 RESUME = ("training.steps=1500", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
           "model.dropout=0.2", "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
+RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.name=adding", "data.length=20",
+               "data.n_train=2048", "data.n_val=256", "data.n_test=256", "training.steps=800", "training.eval_every=50",
+               "training.steps_per_dispatch=10", "training.batch_size=32", "model.dropout=0.2",
+               "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
+               "training.gradient_flow=true")
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
-    reference = train_json("--run-dir", str(tmp_path / "whole"), *sets(*RESUME))
+@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM], ids=["mlp", "lstm"])
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, overrides):
+    total = load_config(None, list(overrides)).training.steps
+    reference = train_json("--run-dir", str(tmp_path / "whole"), *sets(*overrides))
 
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "dlcli", "train", "--run-dir", str(killed_dir), *sets(*RESUME)],
+    process = subprocess.Popen([sys.executable, "-m", "dlcli", "train", "--run-dir", str(killed_dir), *sets(*overrides)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(), cwd=REPO)
     deadline = time.monotonic() + 120
     while not _finished_steps(killed_dir) and time.monotonic() < deadline:
@@ -105,12 +116,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     process.wait()
     assert not (killed_dir / "summary.json").exists(), "the run finished before it could be killed"
     killed_at = max(_finished_steps(killed_dir))
-    assert 0 < killed_at < 1500
+    assert 0 < killed_at < total
 
-    resumed = train_json("--run-dir", str(killed_dir), "--resume", *sets(*RESUME))
+    resumed = train_json("--run-dir", str(killed_dir), "--resume", *sets(*overrides))
     assert resumed["metrics"] == reference["metrics"]
     assert _timeless(killed_dir) == _timeless(tmp_path / "whole")
-    np.testing.assert_equal(_latest_state(killed_dir), _latest_state(tmp_path / "whole"))
+    np.testing.assert_equal(_latest_state(killed_dir, overrides), _latest_state(tmp_path / "whole", overrides))
 
 
 def _tensorboard_scalars(folder) -> dict[tuple[str, int], float]:
@@ -141,8 +152,8 @@ def _timeless(run_dir) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("samples_per_s", "wall_s")} for r in records]
 
 
-def _latest_state(run_dir) -> dict:
-    cfg = load_config(None, list(RESUME))
+def _latest_state(run_dir, overrides) -> dict:
+    cfg = load_config(None, list(overrides))
     checkpoints = RunCheckpoints(run_dir, keep=cfg.checkpoint.keep, read_only=True)
     try:
         state, _ = checkpoints.restore(checkpoints.latest_step(), build_experiment(cfg, REPO).pure_state())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dlcli.config import load_config
-from dlcli.train.loop import fit
+from dlcli.train.loop import fit, read_vocab
 
 from conftest import REPO, SHARED_DATA, TINY
 
@@ -25,7 +25,9 @@ def test_experiment_smoke(path: Path, tmp_path):
     assert cfg.name == path.stem
     summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
     assert summary["steps"] == 4
-    assert summary["params"] == cfg.model.param_count(cfg.info)
+    vocab = tmp_path / "run" / "vocab.json"  # a language model's classes come from its text
+    info = cfg.data.info(read_vocab(tmp_path / "run")) if vocab.exists() else cfg.info
+    assert summary["params"] == cfg.model.param_count(info)
     assert all(name in summary["metrics"] for name in ("val/loss", "test/loss"))
 
 

@@ -38,14 +38,16 @@ def datasets_command(as_json: bool = JsonOption) -> None:
     entries = []
     for name, spec in DATASETS.items():
         info = spec().info()
-        entries.append({"name": name, "input_shape": list(info.input_shape), "outputs": info.n_outputs,
+        outputs = info.n_outputs or None  # a text corpus: its vocabulary, known once the file is read
+        entries.append({"name": name, "input_shape": list(info.input_shape), "outputs": outputs,
                         "task": info.kind, "description": spec.summary})
     if as_json:
         print_json(entries)
         return
     from dlcli.console import list_table, stdout
 
-    rows = [(e["name"], "x".join(map(str, e["input_shape"])), str(e["outputs"]), e["task"], e["description"])
+    rows = [(e["name"], "x".join(map(str, e["input_shape"])), str(e["outputs"] or "its vocabulary"), e["task"],
+             e["description"])
             for e in entries]
     stdout.print(list_table("datasets", ["name", "input", "outputs", "task", "description"], rows))
 

@@ -50,6 +50,12 @@ def print_summary(summary: dict) -> None:
         ("evaluated checkpoint", f"step {fmt(summary['evaluated_checkpoint'])}"),
     ]
     rows += [(name, fmt(value)) for name, value in summary["metrics"].items()]
+    if "baseline" in summary:
+        rows += [(f"baseline ({summary['baseline']['name']}) {name}", fmt(value))
+                 for name, value in summary["baseline"]["metrics"].items()]
+    if "gradient_flow" in summary:
+        flow = summary["gradient_flow"]
+        rows.append(("|dloss/dh_t| at t=1, t=T", f"{flow['first']:.3g}, {flow['last']:.3g}"))
     rows += [("wall time", f"{summary['wall_s']:.1f} s"), ("compile time", f"{summary['compile_s']:.2f} s"),
              ("device", summary["device"])]
     stdout.print(key_value_table(f"run summary: {summary['name']}", rows))

@@ -15,25 +15,47 @@ from dlcli.registry import Registry
 
 DATASETS: Registry[type] = Registry("dataset")
 
-TaskKind = Literal["classification", "regression"]
+TaskKind = Literal["classification", "regression", "token_classification"]
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What a model and a task need to know about a dataset before it is loaded."""
+    """What a model and a task need to know about a dataset before it is loaded.
 
-    input_shape: tuple[int, ...]  # one example, e.g. (28, 28, 1) or (2,)
+    Sequence datasets (`sequence`) give x as {"inputs": (N, T, F) float32 or (N, T)
+    int32 tokens, "lengths": (N,) int32}; steps at or past an example's length are
+    padding. `vocab_size` > 0 marks token inputs; `vocab` holds a text corpus's characters.
+    A `token_classification` dataset has one label per step, y (N, T) int32, -1 = ignore;
+    `autoregressive` means the labels are the next inputs, so a model must not look ahead.
+    """
+
+    input_shape: tuple[int, ...]  # one example, e.g. (28, 28, 1), (2,), or (T, F) / (T,) for sequences
     n_outputs: int  # classes, or regression targets
     kind: TaskKind
+    sequence: bool = False
+    vocab_size: int = 0
+    vocab: str | None = None
+    autoregressive: bool = False
 
     @property
     def is_image(self) -> bool:
-        return len(self.input_shape) == 3
+        return len(self.input_shape) == 3 and not self.sequence
+
+
+def num_examples(x) -> int:
+    """The number of examples in an input array or a dict of input arrays."""
+    return len(x["inputs"]) if isinstance(x, dict) else len(x)
+
+
+def take(x, indices):
+    """Rows `indices` of an input array or of every array in a dict of inputs."""
+    return {k: v[indices] for k, v in x.items()} if isinstance(x, dict) else x[indices]
 
 
 @dataclasses.dataclass
 class Splits:
-    """Arrays of one dataset: x float32 (N, *input_shape); y int32 (N,) or float32 (N, k)."""
+    """Arrays of one dataset: x float32 (N, *input_shape) (a dict for sequences, see
+    `DatasetInfo`); y int32 (N,) or (N, T), or float32 (N, k)."""
 
     info: DatasetInfo
     train: tuple[np.ndarray, np.ndarray]
@@ -75,4 +97,4 @@ def standardize(splits: Splits) -> Splits:
 
 def register_builtin_datasets() -> None:
     """Import the modules whose decorators fill `DATASETS`."""
-    from dlcli.data import synthetic, vision  # noqa: F401
+    from dlcli.data import sequences, synthetic, text, vision  # noqa: F401

@@ -7,6 +7,7 @@ import math
 from typing import ClassVar, Literal
 
 from dlcli.data import DatasetInfo
+from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
 
@@ -30,7 +31,9 @@ class MLPConfig:
         return list(self.widths) if self.widths is not None else [self.width] * self.depth
 
     def check_input(self, info: DatasetInfo) -> None:
-        """An MLP takes any input shape (it flattens)."""
+        """An MLP takes any fixed-size input (it flattens), but not sequences."""
+        if info.sequence:
+            raise BadInput("model 'mlp' takes fixed-size inputs, not sequences; use model.name: rnn, lstm or gru")
 
     def param_count(self, info: DatasetInfo) -> int:
         hidden = self.hidden_widths()

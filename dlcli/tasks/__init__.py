@@ -25,8 +25,10 @@ class Task(Protocol):
 
 
 def make_task(kind: str, n_outputs: int, label_smoothing: float = 0.0) -> Task:
-    from dlcli.tasks.supervised import Classification, Regression
+    from dlcli.tasks.supervised import Classification, Regression, TokenClassification
 
     if kind == "classification":
         return Classification(n_outputs, label_smoothing)
+    if kind == "token_classification":
+        return TokenClassification(n_outputs)
     return Regression()

@@ -1,4 +1,5 @@
-"""Supervised objectives: classification (cross-entropy) and regression (mean squared error)."""
+"""Supervised objectives: classification (cross-entropy), a label per step (token
+classification: language models, the copy task) and regression (mean squared error)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,39 @@ class Classification:
     def finalize(self, sums):
         count = float(sums["count"])
         return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenClassification:
+    """Logits (B, T, K) against labels (B, T); a label of -1 (padding) counts for nothing.
+    The loss is the mean cross-entropy per labelled step, in nats; `bits_per_token`
+    is the same in bits (bits per character for a character language model)."""
+
+    n_classes: int
+    kind: str = "token_classification"
+
+    @staticmethod
+    def _per_token(logits, labels):
+        valid = labels >= 0
+        safe = jnp.where(valid, labels, 0)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+        return loss * valid, (logits.argmax(-1) == safe) * valid, valid
+
+    def loss(self, logits, labels):
+        losses, correct, valid = self._per_token(logits, labels)
+        count = jnp.maximum(valid.sum(), 1)
+        loss = losses.sum() / count
+        return loss, {"loss": loss, "accuracy": correct.sum() / count}
+
+    def eval_sums(self, logits, labels, mask):
+        losses, correct, valid = self._per_token(logits, labels)
+        rows = mask[:, None]
+        return {"loss": (losses * rows).sum(), "correct": (correct * rows).sum(), "count": (valid * rows).sum()}
+
+    def finalize(self, sums):
+        count = max(float(sums["count"]), 1.0)
+        loss = float(sums["loss"]) / count
+        return {"loss": loss, "accuracy": float(sums["correct"]) / count, "bits_per_token": loss / float(np.log(2))}
 
 
 @dataclasses.dataclass(frozen=True)

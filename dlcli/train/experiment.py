@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from dlcli.config import ExperimentConfig
-from dlcli.data import Splits
+from dlcli.data import DatasetInfo, Splits, num_examples
 from dlcli.errors import BadInput
 from dlcli.models import count_params
 from dlcli.tasks import make_task
@@ -30,7 +30,7 @@ class Experiment:
     params: int
     steps_per_epoch: int
     total_steps: int
-    x_train: jax.Array
+    x_train: jax.Array | dict
     y_train: jax.Array
     _staged: dict[str, EvalBatches] = dataclasses.field(default_factory=dict)
 
@@ -53,7 +53,7 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
     """Load the data, build model and optimizer from `cfg.seed`; raises `BadInput` for
     data that is missing or does not fit the training settings."""
     splits = cfg.data.load(data_dir)
-    n_train = len(splits.train[0])
+    n_train = num_examples(splits.train[0])
     batch = cfg.training.batch_size
     if batch > n_train:
         raise BadInput(f"training.batch_size {batch} is larger than the {n_train} training examples of "
@@ -62,13 +62,19 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
     total = cfg.training.steps if cfg.training.steps is not None else cfg.training.epochs * steps_per_epoch
 
     info = splits.info
-    model = cfg.model.build(info, nnx.Rngs(params=cfg.seed))
-    schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, total)
-    optimizer = nnx.Optimizer(model, make_optimizer(cfg.optimizer, schedule), wrt=nnx.Param)
+    model, optimizer, schedule = build_model(cfg, info, total)
     task = make_task(cfg.task_kind, info.n_outputs, cfg.task.label_smoothing)
     steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)
     x_train, y_train = (jax.device_put(a) for a in splits.train)
     return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train)
+
+
+def build_model(cfg: ExperimentConfig, info: DatasetInfo, total_steps: int):
+    """The model (initialised from `cfg.seed`), its optimizer and the learning-rate schedule."""
+    model = cfg.model.build(info, nnx.Rngs(params=cfg.seed))
+    schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, total_steps)
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg.optimizer, schedule), wrt=nnx.Param)
+    return model, optimizer, schedule
 
 
 class EpochSampler:

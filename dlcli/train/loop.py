@@ -25,6 +25,7 @@ import numpy as np
 from dlcli.checkpoint import RunCheckpoints, has_checkpoint
 from dlcli.config import ExperimentConfig, read_run_config, resolved_yaml
 from dlcli.console import TrainProgress
+from dlcli.data import num_examples
 from dlcli.errors import BadInput, TrainingFailure
 from dlcli.runlog import MetricsLog, read_metrics
 from dlcli.train.experiment import EpochSampler, Experiment, build_experiment
@@ -71,6 +72,8 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(resolved_yaml(cfg))
+    if exp.splits.info.vocab is not None:
+        write_vocab(run_dir, exp.splits.info.vocab)
     checkpoints = checkpoints or open_checkpoints(cfg, run_dir)
     log = MetricsLog(run_dir, resume_step=step if resume else None)
     try:
@@ -86,8 +89,8 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
     training = cfg.training
     start_time = time.perf_counter()
     eval_every = training.eval_every or exp.steps_per_epoch
-    sampler = EpochSampler(len(exp.splits.train[0]), training.batch_size, cfg.seed)
-    metric_name = "accuracy" if cfg.task_kind == "classification" else "mae"
+    sampler = EpochSampler(num_examples(exp.splits.train[0]), training.batch_size, cfg.seed)
+    metric_name = "mae" if cfg.task_kind == "regression" else "accuracy"
     # a resumed run that had already stopped early stays stopped
     stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
@@ -149,12 +152,49 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         "params": exp.params, "steps": step, "epochs": round(step / exp.steps_per_epoch, 3),
         "best_step": book.best_step, "monitor": cfg.monitor, "best_value": book.best_value,
         "evaluated_checkpoint": evaluated, "stopped_early": stopped_early,
-        "metrics": metrics, "confusion": confusion,
+        "metrics": metrics, "confusion": confusion, **_baseline(exp), **_gradient_flow(run_dir),
         "wall_s": round(wall_s, 3), "compile_s": round(exp.steps.compile_s, 3),
         "device": jax.devices()[0].platform,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _baseline(exp: Experiment) -> dict:
+    """The dataset's reference predictor measured on the test split, e.g. {"baseline":
+    {"name": "always predict 1", "metrics": {"test/loss": 0.167}}}; {} if it has none."""
+    if not hasattr(exp.cfg.data, "baseline"):
+        return {}
+    name, metrics = exp.cfg.data.baseline(exp.splits)
+    return {"baseline": {"name": name, "metrics": metrics}}
+
+
+def _gradient_flow(run_dir: Path) -> dict:
+    """Plot the logged gradient-flow norms to gradient_flow.png; the last ones in brief."""
+    logged = [r for r in read_metrics(run_dir) if "gradient_flow" in r]
+    if not logged:
+        return {}
+    from dlcli.plots import gradient_flow
+
+    gradient_flow(logged, run_dir / "gradient_flow.png", title=f"{run_dir.name}: norm of d(loss)/d(h_t)")
+    last = logged[-1]["gradient_flow"]
+    return {"gradient_flow": {"step": logged[-1]["step"], "first": last[0], "last": last[-1]}}
+
+
+def write_vocab(run_dir: Path, vocab: str) -> None:
+    """The characters of a language model's vocabulary, in id order (read by `dlcli sample`)."""
+    (run_dir / "vocab.json").write_text(json.dumps({"vocab": vocab}, ensure_ascii=False))
+
+
+def read_vocab(run_dir: Path) -> str:
+    path = Path(run_dir) / "vocab.json"
+    if not path.is_file():
+        raise BadInput(f"{run_dir} holds no vocab.json, so it is not a language-model run; "
+                       "give the folder of a run trained on data.name: text")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["vocab"]
+    except (ValueError, KeyError, TypeError):
+        raise BadInput(f"{path} is damaged; retrain the run with --overwrite to write it again") from None
 
 
 def check_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -198,6 +238,8 @@ def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s
     record["lr"] = float(joined["lr"][-1])
     val, _ = exp.steps.evaluate(exp.eval_batches("val"))
     record.update({f"val/{k}": v for k, v in val.items()})
+    if exp.cfg.training.gradient_flow:
+        record["gradient_flow"] = [float(v) for v in exp.steps.gradient_flow(exp.eval_batches("val"))]
     record["samples_per_s"] = round(samples_per_s, 1)
     record["wall_s"] = round(wall_s, 3)
     return record

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dlcli.data import num_examples, take
 from dlcli.tasks import Task
 
 
@@ -36,6 +37,7 @@ class CompiledSteps:
         self._executables: dict[tuple, jax.stages.Compiled] = {}
         self._train_chunk = jax.jit(self._train_chunk_fn, donate_argnums=0)
         self._eval_batches = jax.jit(self._eval_batches_fn)
+        self._gradient_flow = jax.jit(self._gradient_flow_fn)
 
     # ----- traced functions -------------------------------------------------------
     def _train_chunk_fn(self, state, x, y, batch_indices, steps, key):
@@ -46,7 +48,7 @@ class CompiledSteps:
             indices, step = inputs
             model, optimizer = nnx.merge(self.train_graphdef, state)
             dropout_key = jax.random.fold_in(key, step)
-            x_batch, y_batch = x[indices], y[indices]
+            x_batch, y_batch = take(x, indices), y[indices]
 
             def loss_fn(model):
                 rngs = nnx.Rngs(dropout=dropout_key)  # made inside the differentiated trace, as NNX requires
@@ -68,9 +70,18 @@ class CompiledSteps:
         per_batch = jax.lax.map(lambda b: self.task.eval_sums(model(b[0]), b[1], b[2]), (x, y, mask))
         return jax.tree.map(lambda a: a.sum(axis=0), per_batch)
 
+    def _gradient_flow_fn(self, state, x, y):
+        """One batch -> (T,): the norm, over the batch and the units, of d(loss)/d(h_t) at
+        every step t of the top recurrent layer (a zero probe added to h_t is differentiated)."""
+        model, _ = nnx.merge(self.eval_graphdef, state)
+        inputs = x["inputs"]
+        probe = jnp.zeros((inputs.shape[0], inputs.shape[1], model.hidden))
+        grads = jax.grad(lambda p: self.task.loss(model(x, probe=p), y)[0])(probe)  # (B, T, H)
+        return jnp.sqrt(jnp.sum(grads**2, axis=(0, 2)))
+
     # ----- host-side entry points ---------------------------------------------------
     def _compiled(self, name: str, jitted, *args) -> jax.stages.Compiled:
-        shapes = (name,) + tuple(getattr(a, "shape", None) for a in args[1:])
+        shapes = (name,) + tuple(tuple(getattr(leaf, "shape", None) for leaf in jax.tree.leaves(a)) for a in args[1:])
         if shapes not in self._executables:
             start = time.perf_counter()
             self._executables[shapes] = jitted.lower(*args).compile()
@@ -95,11 +106,19 @@ class CompiledSteps:
         return self.task.finalize(sums), sums
 
 
-class EvalBatches:
-    """One split staged on the device as (NB, B, ...) with a mask for the padding rows."""
+    def gradient_flow(self, batches: "EvalBatches") -> np.ndarray:
+        """(T,) norms of d(loss)/d(h_t) on the first batch of a staged split."""
+        x, y = jax.tree.map(lambda a: a[0], batches.x), batches.y[0]
+        args = (self.state, x, y)
+        return np.asarray(jax.device_get(self._compiled("gradient_flow", self._gradient_flow, *args)(*args)))
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int):
-        n = len(x)
+
+class EvalBatches:
+    """One split staged on the device as (NB, B, ...) (every array of a dict of inputs)
+    with a mask for the padding rows."""
+
+    def __init__(self, x, y: np.ndarray, batch_size: int):
+        n = num_examples(x)
         batch_size = min(batch_size, n)
         n_batches = -(-n // batch_size)
         pad = n_batches * batch_size - n
@@ -109,5 +128,5 @@ class EvalBatches:
             padded = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
             return jax.device_put(padded.reshape(n_batches, batch_size, *a.shape[1:]))
 
-        self.x, self.y = stage(x), stage(y)
+        self.x, self.y = jax.tree.map(stage, x), stage(y)
         self.mask = stage(np.ones(n, np.float32))  # the zero padding rows are masked out
