@@ -126,9 +126,9 @@ class TorchSide:
             self.x = images.permute(0, 3, 1, 2).contiguous() if name == "cnn" else images
             self.y, self.loss = torch.from_numpy(y).long(), F.cross_entropy
         self.batch = batch_size
-        self.per_epoch = len(x) // batch_size
+        self.per_epoch = num_examples(x) // batch_size
         self.step = 0
-        self.order = torch.randperm(len(x))
+        self.order = torch.randperm(num_examples(x))
 
     @property
     def params(self) -> int:

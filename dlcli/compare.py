@@ -276,10 +276,12 @@ def write_outputs(comparison: Comparison, out_dir: Path, title: str) -> dict:
     columns = ["arm", "seed", "params", comparison.metric, *extra, "wall_s", "run_dir"]
     lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
     (out_dir / "results.csv").write_text("\n".join(lines) + "\n")
-    from dlcli.plots import learning_curves
+    from dlcli.plots import gradient_flow_by_arm, learning_curves
 
     val_metric = "val/" + comparison.metric.split("/")[-1]
-    learning_curves({a.arm.label: a.run_dirs for a in comparison.arms}, val_metric, out_dir / "curves.png", title)
+    run_dirs = {a.arm.label: a.run_dirs for a in comparison.arms}
+    learning_curves(run_dirs, val_metric, out_dir / "curves.png", title)
+    gradient_flow_by_arm(run_dirs, out_dir / "gradient_flow.png", title)
     (out_dir / "report.md").write_text(_markdown(comparison, title))
     return data
 
@@ -311,5 +313,6 @@ def _markdown(comparison: Comparison, title: str) -> str:
         lines.append(f"| {a.arm.label} | {a.arm.width or '-'} | {a.params:,} | {a.learning_rate:g} | "
                      f"{a.summary.mean:.4f} ± {format_ci(a.summary)} | "
                      + "".join(f"{x.mean:.4f} ± {format_ci(x)} | " for x in a.extra.values()) + f"{a.train_s:.1f} |")
-    lines += ["", "Per-seed results: results.csv. Learning curves (validation, mean and ±1 std band): curves.png.", ""]
+    lines += ["", "Per-seed results: results.csv. Learning curves (validation, mean and ±1 std band): curves.png.",
+              "Recurrent runs with training.gradient_flow: the last logged norms of d(loss)/d(h_t): gradient_flow.png.", ""]
     return "\n".join(lines)

@@ -39,6 +39,36 @@ def learning_curves(arms: dict[str, list[Path]], metric: str, out: Path, title: 
     plt.close(fig)
 
 
+def gradient_flow_by_arm(arms: dict[str, list[Path]], out: Path, title: str) -> None:
+    """One line per arm: the geometric mean over its runs of the last logged norms of
+    d(loss)/d(h_t) against t. Nothing is drawn when no run logged them."""
+    finals = {}
+    for label, run_dirs in arms.items():
+        logged = [[r for r in read_metrics(d) if "gradient_flow" in r] for d in run_dirs]
+        norms = [np.maximum(np.asarray(records[-1]["gradient_flow"]), 1e-30) for records in logged if records]
+        if norms and len({len(n) for n in norms}) == 1:
+            finals[label] = np.exp(np.mean(np.log(norms), axis=0))
+    if not finals:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, norms in finals.items():
+        ax.plot(np.arange(1, len(norms) + 1), norms, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("||d loss / d h_t|| at the end of training")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def gradient_flow(records: list[dict], out: Path, title: str) -> None:
     """One line per logged evaluation: the norm of d(loss)/d(h_t) against t, on a log
     scale, coloured from early (light) to late (dark) in training."""
