@@ -70,8 +70,9 @@ def gradient_flow_by_arm(arms: dict[str, list[Path]], out: Path, title: str) -> 
 
 
 def gradient_flow(records: list[dict], out: Path, title: str) -> None:
-    """One line per logged evaluation: the norm of d(loss)/d(h_t) against t, on a log
-    scale, coloured from early (light) to late (dark) in training."""
+    """One line per logged evaluation (at most 8, evenly spaced): the norm of
+    d(loss)/d(h_t) against t, on a log scale, coloured from early (light) to late (dark)
+    in training. A norm that underflowed to 0 is drawn at 1e-30."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +86,7 @@ def gradient_flow(records: list[dict], out: Path, title: str) -> None:
         ax.plot(np.arange(1, len(norms) + 1), norms, color=colour, label=f"step {record['step']}")
     ax.set_yscale("log")
     ax.set_xlabel("time step t")
-    ax.set_ylabel("||d loss / d h_t||")
+    ax.set_ylabel("||d loss / d h_t||  (0 drawn at 1e-30)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

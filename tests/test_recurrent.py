@@ -16,6 +16,7 @@ from flax import nnx
 from conftest import SHARED_DATA, run_cli, sets, train_json
 
 from dlcli.config import DATASETS, load_config
+from dlcli.generate import sample_run
 from dlcli.models import count_params
 from dlcli.models.recurrent import reverse_within_length
 from dlcli.tasks.supervised import TokenClassification
@@ -236,15 +237,17 @@ def test_charlm_trains_evals_and_samples_through_the_cli(small_text, tmp_path):
     evaluated = json.loads(run_cli("eval", str(run), "--split", "val", "--json", check=True).stdout)
     assert evaluated["metrics"]["val/loss"] == metrics["val/loss"]
 
-    def sample(*extra):
-        result = run_cli("sample", str(run), "--prompt", "First", "--length", "80", *extra, "--json", check=True)
-        return json.loads(result.stdout)["text"]
+    def sample(**options):
+        return sample_run(run, prompt="First", length=80, **options)["text"]
 
-    first, again, other = sample("--seed", "3"), sample("--seed", "3"), sample("--seed", "4")
+    first, again, other = sample(seed=3), sample(seed=3), sample(seed=4)
     assert len(first) == 80 and first == again and first != other
     assert set(first) <= set(small_text.read_text(encoding="utf-8"))
-    greedy = sample("--temperature", "0")
-    assert greedy == sample("--temperature", "0", "--seed", "9")  # greedy ignores the seed
-    assert sample("--top-k", "1", "--seed", "5") == greedy  # top-1 is greedy
+    greedy = sample(temperature=0.0)
+    assert greedy == sample(temperature=0.0, seed=9)  # greedy ignores the seed
+    assert sample(top_k=1, seed=5) == greedy  # top-1 is greedy
+    as_json = json.loads(run_cli("sample", str(run), "--prompt", "First", "--length", "80", "--seed", "3", "--json",
+                                 check=True).stdout)
+    assert as_json["text"] == first and as_json["checkpoint"] == summary["best_step"]
     plain = run_cli("sample", str(run), "--prompt", "First", "--length", "10", check=True).stdout
     assert plain.startswith("First") and len(plain.rstrip("\n")) == 15

@@ -142,6 +142,9 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
     metrics = {}
     confusion = None
     for split in ("val", "test"):
+        if split == "test" and exp.splits.test is exp.splits.val:  # a text corpus validates and tests on one part
+            metrics.update({f"test/{k}": v for k, v in values.items()})
+            break
         values, sums = exp.steps.evaluate(exp.eval_batches(split))
         metrics.update({f"{split}/{k}": v for k, v in values.items()})
         if split == "test" and "confusion" in sums:
