@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -251,3 +252,26 @@ def test_charlm_trains_evals_and_samples_through_the_cli(small_text, tmp_path):
     assert as_json["text"] == first and as_json["checkpoint"] == summary["best_step"]
     plain = run_cli("sample", str(run), "--prompt", "First", "--length", "10", check=True).stdout
     assert plain.startswith("First") and len(plain.rstrip("\n")) == 15
+
+
+@pytest.mark.parametrize("model_name", ["rnn", "lstm", "gru"])
+def test_checkpoints_resume_and_eval_for_every_cell(model_name, tmp_path):
+    """A run cut back to its step-20 checkpoint (as a kill after that save leaves it) and
+    resumed ends exactly like the uninterrupted run; `dlcli eval`'s library call
+    reproduces the test metrics from the checkpoint. (The SIGKILL itself: test_cli.)"""
+    import shutil
+
+    from dlcli.train.evaluate import evaluate_run
+
+    overrides = [f"model.name={model_name}", "model.hidden=8", "model.layers=2", "model.dropout=0.2",
+                 "data.name=adding", "data.length=10", *SMALL_DATA, "training.steps=40", "training.eval_every=10",
+                 "training.batch_size=32", "training.restore_best=false", "checkpoint.keep=10"]
+    whole = fit(load_config(None, overrides), tmp_path / "whole", data_dir=SHARED_DATA, show_progress=False)
+    cut = Path(shutil.copytree(tmp_path / "whole", tmp_path / "cut"))
+    for step in (30, 40):
+        shutil.rmtree(cut / "checkpoints" / str(step))
+    resumed = fit(load_config(None, overrides), cut, data_dir=SHARED_DATA, resume=True, show_progress=False)
+    assert resumed["metrics"] == whole["metrics"]
+    evaluated = evaluate_run(tmp_path / "whole", checkpoint="latest", split="test", data_dir=SHARED_DATA)
+    assert evaluated["checkpoint"] == 40
+    assert evaluated["metrics"] == {k: v for k, v in whole["metrics"].items() if k.startswith("test/")}
