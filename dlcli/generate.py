@@ -44,6 +44,10 @@ def sample_run(run_dir: Path, *, prompt: str, length: int, temperature: float = 
     if top_k is not None and not 1 <= top_k <= len(vocab):
         raise BadInput(f"--top-k must be between 1 and the vocabulary size {len(vocab)}, got {top_k}")
     prompt_ids = encode(prompt, vocab)
+    context = getattr(cfg.model, "context", None)
+    if context is not None and len(prompt_ids) + length > context:
+        raise BadInput(f"the prompt ({len(prompt_ids)} characters) and --length {length} exceed the model's context of "
+                       f"{context} positions; ask for at most {context - len(prompt_ids)} characters or a shorter prompt")
 
     model, optimizer, _ = build_model(cfg, cfg.data.info(vocab), total_steps=1)
     checkpoints = open_checkpoints(cfg, run_dir, read_only=True)

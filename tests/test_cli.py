@@ -72,7 +72,9 @@ def test_listing_commands():
     assert listed == {"mlp": load_config(None).model.param_count(mnist),
                       "cnn": load_config(None, ["model.name=cnn"]).model.param_count(mnist),
                       **{name: load_config(None, [f"model.name={name}", "data.name=adding"]).model.param_count(adding)
-                         for name in ("rnn", "lstm", "gru")}}
+                         for name in ("rnn", "lstm", "gru")},
+                      "transformer_decoder": load_config(None, ["model.name=transformer_decoder", "data.name=copy_memory"])
+                      .model.param_count(DATASETS.get("copy_memory")().info())}
     datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
     assert set(datasets) == set(DATASETS.names()) >= {"digits", "mnist", "fashion_mnist", "moons", "spirals",
                                                        "regression1d", "sawtooth", "parity", "adding", "copy_memory",
