@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.errors import BadInput
+from dlcli.errors import BadInput, stderr_silenced_on_failure
 
 
 def _quiet_orbax() -> None:
@@ -91,7 +91,8 @@ class RunCheckpoints:
 
     def read_meta(self, step: int) -> dict:
         try:
-            restored = self.manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))
+            with stderr_silenced_on_failure():
+                restored = self.manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))
         except Exception as err:  # any failure to read means the checkpoint is unusable
             raise self._unreadable(step, err) from None
         return dict(restored["meta"])
@@ -100,8 +101,9 @@ class RunCheckpoints:
         """(state shaped like `target`, meta) of checkpoint `step`."""
         ocp = self._ocp
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+            with stderr_silenced_on_failure():  # a failing read leaves stray tracebacks (see there)
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         except Exception as err:  # corrupt, truncated or mismatched files all land here
             raise self._unreadable(step, err) from None
         meta = dict(restored["meta"])

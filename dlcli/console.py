@@ -13,13 +13,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from dlcli.errors import report_line
+
 stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    """One plain line on standard error (see `errors.report_line`)."""
     sys.stderr.flush()
+    report_line(f"error: {message}")
 
 
 def warn(message: str) -> None:

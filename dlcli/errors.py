@@ -6,6 +6,11 @@ started cannot go on (a NaN loss, say). Messages are one line naming the problem
 the fix.
 """
 
+import contextlib
+import os
+
+_stderr_fd = 2  # where `report_line` writes; a private copy after `stderr_silenced_on_failure` failed
+
 
 class DlcliError(Exception):
     exit_code = 1
@@ -17,3 +22,32 @@ class BadInput(DlcliError):
 
 class TrainingFailure(DlcliError):
     exit_code = 1
+
+
+def report_line(line: str) -> None:
+    """Write one line to the real standard error, even after a silenced failure."""
+    os.write(_stderr_fd, (line + "\n").encode())
+
+
+@contextlib.contextmanager
+def stderr_silenced_on_failure():
+    """Run the body with file descriptor 2 pointed at /dev/null. If it succeeds, fd 2 is
+    put back; if it raises, fd 2 stays silenced and `report_line` writes to a private
+    copy of the real standard error.
+
+    For checkpoint restores: when a read fails, TensorStore can still finish other reads
+    on its own threads and call back into Orbax's event loop after it has closed, and
+    those callbacks print tracebacks straight to fd 2, during the failing call and
+    after it. The command then ends with one line from `report_line`."""
+    global _stderr_fd
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    except BaseException:
+        _stderr_fd = saved
+        raise
+    os.dup2(saved, 2)
+    os.close(saved)
