@@ -186,7 +186,7 @@ def _gradient_flow(run_dir: Path) -> dict:
 
 def write_vocab(run_dir: Path, vocab: str) -> None:
     """The characters of a language model's vocabulary, in id order (read by `dlcli sample`)."""
-    (run_dir / "vocab.json").write_text(json.dumps({"vocab": vocab}, ensure_ascii=False))
+    (run_dir / "vocab.json").write_text(json.dumps({"vocab": vocab}, ensure_ascii=False), encoding="utf-8")
 
 
 def read_vocab(run_dir: Path) -> str:
