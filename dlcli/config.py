@@ -91,7 +91,7 @@ class TrainingConfig:
     evaluations without improvement before stopping (null: never stop early);
     `restore_best` reports test metrics of, and ends with, the best checkpoint.
     `gradient_flow` (recurrent models) logs the norm of d(loss)/d(h_t) for every step t
-    at each evaluation to gradient_flow.jsonl and plots it to gradient_flow.png.
+    at each evaluation into metrics.jsonl and plots it to gradient_flow.png.
     """
 
     epochs: int | None = bounded(30, low=1)

@@ -16,21 +16,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dlcli.checkpoint import has_checkpoint
-from dlcli.config import read_run_config
 from dlcli.data.text import decode, encode
 from dlcli.errors import BadInput
 from dlcli.train.experiment import build_model
-from dlcli.train.loop import open_checkpoints, read_vocab
+from dlcli.train.loop import open_checkpoints, read_trained_run, read_vocab
 
 
 def sample_run(run_dir: Path, *, prompt: str, length: int, temperature: float = 1.0, top_k: int | None = None,
                seed: int = 0, checkpoint: str = "best") -> dict:
     """Generate `length` characters after `prompt` from the run's `checkpoint`."""
     run_dir = Path(run_dir)
-    if not has_checkpoint(run_dir):
-        raise BadInput(f"{run_dir} is not a dlcli run folder with checkpoints; give the folder `dlcli train` wrote")
-    cfg = read_run_config(run_dir)
+    cfg = read_trained_run(run_dir)
     if not cfg.info.autoregressive:
         raise BadInput(f"{run_dir} trained {cfg.model.name} on {cfg.data.name!r}, not a language model; "
                        "dlcli sample needs a run on data.name: text")

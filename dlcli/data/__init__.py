@@ -47,11 +47,6 @@ def num_examples(x) -> int:
     return len(x["inputs"]) if isinstance(x, dict) else len(x)
 
 
-def take(x, indices):
-    """Rows `indices` of an input array or of every array in a dict of inputs."""
-    return {k: v[indices] for k, v in x.items()} if isinstance(x, dict) else x[indices]
-
-
 @dataclasses.dataclass
 class Splits:
     """Arrays of one dataset: x float32 (N, *input_shape) (a dict for sequences, see

@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from dlcli.data import DATASETS, DatasetInfo, Splits
+from dlcli.errors import BadInput
 from dlcli.schema import bounded
 
 SPLITS = ("train", "val", "test")
@@ -156,8 +157,6 @@ class VarlenParityConfig(SequenceConfig):
     max_length: int = bounded(12, low=1, high=10_000)
 
     def validate(self, path: str) -> None:
-        from dlcli.errors import BadInput
-
         if self.min_length > self.max_length:
             raise BadInput(f"{path}.min_length {self.min_length} is above {path}.max_length {self.max_length}; "
                            "make min_length <= max_length")

@@ -23,6 +23,7 @@ class RecurrentConfig:
 
     recurrent: ClassVar[bool] = True
     gates: ClassVar[int]
+    recurrent_bias: ClassVar[bool]
     reference_dataset: ClassVar[str] = "adding"
     name: str
     hidden: int = bounded(128, low=1, high=65536)

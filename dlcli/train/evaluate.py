@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.checkpoint import has_checkpoint
-from dlcli.config import read_run_config
 from dlcli.errors import BadInput
 from dlcli.data.vision import shift_images
 from dlcli.train.experiment import build_experiment
 from dlcli.train.step import EvalBatches
-from dlcli.train.loop import open_checkpoints
+from dlcli.train.loop import open_checkpoints, read_trained_run
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path,
@@ -21,10 +19,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     or a step) and measure it on `split`; `shift` > 0 first translates every image by a
     random offset of up to that many pixels (a translation-robustness test)."""
     run_dir = Path(run_dir)
-    if not has_checkpoint(run_dir):
-        raise BadInput(f"{run_dir} is not a dlcli run folder with checkpoints; give the folder `dlcli train` wrote "
-                       "(it holds config.yaml and checkpoints/)")
-    cfg = read_run_config(run_dir)
+    cfg = read_trained_run(run_dir)
     if shift and not cfg.info.is_image:
         raise BadInput(f"--shift needs an image dataset; {cfg.data.name!r} has inputs of shape {cfg.info.input_shape}")
     if shift < 0:

@@ -142,10 +142,8 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
     metrics = {}
     confusion = None
     for split in ("val", "test"):
-        if split == "test" and exp.splits.test is exp.splits.val:  # a text corpus validates and tests on one part
-            metrics.update({f"test/{k}": v for k, v in values.items()})
-            break
-        values, sums = exp.steps.evaluate(exp.eval_batches(split))
+        if split == "val" or exp.splits.test is not exp.splits.val:  # a text corpus validates and tests on one part
+            values, sums = exp.steps.evaluate(exp.eval_batches(split))
         metrics.update({f"{split}/{k}": v for k, v in values.items()})
         if split == "test" and "confusion" in sums:
             confusion = np.asarray(sums["confusion"]).tolist()
@@ -182,6 +180,14 @@ def _gradient_flow(run_dir: Path) -> dict:
     gradient_flow(logged, run_dir / "gradient_flow.png", title=f"{run_dir.name}: norm of d(loss)/d(h_t)")
     last = logged[-1]["gradient_flow"]
     return {"gradient_flow": {"step": logged[-1]["step"], "first": last[0], "last": last[-1]}}
+
+
+def read_trained_run(run_dir: Path) -> ExperimentConfig:
+    """The saved config of a run folder that holds checkpoints; `BadInput` for any other folder."""
+    if not has_checkpoint(run_dir):
+        raise BadInput(f"{run_dir} is not a dlcli run folder with checkpoints; give the folder `dlcli train` wrote "
+                       "(it holds config.yaml and checkpoints/)")
+    return read_run_config(run_dir)
 
 
 def write_vocab(run_dir: Path, vocab: str) -> None:

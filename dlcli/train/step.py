@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dlcli.data import num_examples, take
+from dlcli.data import num_examples
 from dlcli.tasks import Task
 
 
@@ -48,7 +48,7 @@ class CompiledSteps:
             indices, step = inputs
             model, optimizer = nnx.merge(self.train_graphdef, state)
             dropout_key = jax.random.fold_in(key, step)
-            x_batch, y_batch = take(x, indices), y[indices]
+            x_batch, y_batch = jax.tree.map(lambda a: a[indices], x), y[indices]
 
             def loss_fn(model):
                 rngs = nnx.Rngs(dropout=dropout_key)  # made inside the differentiated trace, as NNX requires
@@ -104,7 +104,6 @@ class CompiledSteps:
         args = (self.state, batches.x, batches.y, batches.mask)
         sums = jax.device_get(self._compiled("eval", self._eval_batches, *args)(*args))
         return self.task.finalize(sums), sums
-
 
     def gradient_flow(self, batches: "EvalBatches") -> np.ndarray:
         """(T,) norms of d(loss)/d(h_t) on the first batch of a staged split."""
