@@ -8,12 +8,17 @@ from the same training tensor through a per-epoch permutation. The two sides alt
 over several rounds, each timing the same number of steps after a warm-up chunk (which
 holds dlcli's compilation); the report gives the median steps/s per side and the ratio.
 
-    .venv-bench/bin/python benchmarks/train_steps.py --models mlp,cnn,lstm,gru --rounds 5 --steps 128
+    .venv-bench/bin/python benchmarks/train_steps.py --models mlp,cnn,lstm,gru,transformer --rounds 5 --steps 128
 
 The MLP and CNN train on MNIST. Without --data-dir (or DLCLI_DATA_DIR) that is random
 MNIST-shaped IDX files written to a temporary folder, so dlcli loads them through its
 own MNIST reader. The LSTM and GRU train on the adding problem (T = 100, 2 inputs),
 which dlcli generates, with a regression head on the last step and a mean squared error.
+The Transformer (dlcli's `transformer_decoder`, learned positions, dropout 0) trains as a
+character language model on 128-character windows of tiny shakespeare
+(<data-dir>/tinyshakespeare/input.txt), or without a data folder on random text over the
+same 65 characters, with the mean cross-entropy of the next character; its PyTorch twin
+uses `scaled_dot_product_attention(is_causal=True)`.
 """
 
 from __future__ import annotations
@@ -22,27 +27,24 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import flax
-import jax
 import numpy as np
-import optax
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcli.config import load_config
-from dlcli.data import num_examples
-from dlcli.train.experiment import EpochSampler, build_experiment
+from _machine import DlcliSide, allocator, cpu_seconds, load, print_header, write_random_text
+from dlcli.data import Splits, num_examples
 
 COMMON = ["optimizer.name=adam", "optimizer.learning_rate=0.001"]
 MNIST = ["data.name=mnist", "training.batch_size=128"]
 ADDING = ["data.name=adding", "data.length=100", "data.n_train=6400", "training.batch_size=64", "model.hidden=128"]
+TEXT_FILE = "tinyshakespeare/input.txt"  # under the data folder
+TEXT_CHARS = 1_115_394  # the random stand-in is as long as tiny shakespeare
 OVERRIDES = {
     "mlp": MNIST + ["model.name=mlp", "model.widths=[512,512]", "model.activation=relu"],
     "cnn": MNIST + ["model.name=cnn",
@@ -50,22 +52,29 @@ OVERRIDES = {
                     "model.padding=same", "model.dense=[128]", "model.activation=relu"],
     "lstm": ADDING + ["model.name=lstm"],
     "gru": ADDING + ["model.name=gru"],
+    "transformer": ["data.name=text", f"data.path={TEXT_FILE}", "data.seq_length=128", "training.batch_size=32",
+                    "model.name=transformer_decoder", "model.width=128", "model.layers=4", "model.heads=4",
+                    "model.mlp_ratio=4", "model.positions=learned", "model.context=128", "model.dropout=0.0"],
 }
 DESCRIPTIONS = {
     "mlp": "MLP 784-512-512-10, relu",
     "cnn": "CNN conv32-pool-conv64-pool-128-10, 3x3 SAME, relu",
     "lstm": "LSTM 2-128, one layer, T=100, last-step regression head",
     "gru": "GRU 2-128, one layer, T=100, last-step regression head",
+    "transformer": "decoder-only Transformer, 65 characters, T=128, width 128, 4 layers, 4 heads, MLP 512",
 }
 
 
-def torch_model(name: str) -> nn.Module:
-    """The PyTorch twin of the dlcli model `name` (NCHW for the CNN; same parameter count)."""
+def torch_model(name: str, model_cfg, n_outputs: int) -> nn.Module:
+    """The PyTorch twin of the dlcli model `name` (NCHW for the CNN; same parameter count);
+    the Transformer's shape comes from dlcli's model section and its number of outputs."""
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                              nn.Linear(512, 10))
     if name in ("lstm", "gru"):
         return LastStepRegressor(name)
+    if name == "transformer":
+        return Decoder(model_cfg, n_outputs)
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
@@ -85,29 +94,50 @@ class LastStepRegressor(nn.Module):
         return self.head(outputs[:, -1])
 
 
-class DlcliSide:
-    """A model trained through dlcli's own experiment, sampler and compiled chunk."""
+class Decoder(nn.Module):
+    """dlcli's transformer_decoder with learned positions: token plus position embeddings,
+    pre-LayerNorm blocks, a final LayerNorm and a linear head on every position."""
 
-    label = "dlcli"
+    def __init__(self, cfg, vocab: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, cfg.width)
+        self.positions = nn.Embedding(cfg.context, cfg.width)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.final_norm = nn.LayerNorm(cfg.width, eps=1e-6)  # Flax's LayerNorm epsilon
+        self.head = nn.Linear(cfg.width, vocab)
 
-    def __init__(self, overrides: list[str], data_dir: Path):
-        self.cfg = load_config(None, overrides)
-        self.exp = build_experiment(self.cfg, data_dir)
-        self.sampler = EpochSampler(num_examples(self.exp.splits.train[0]), self.cfg.training.batch_size, self.cfg.seed)
-        self.per_dispatch = self.cfg.training.steps_per_dispatch
-        self.step = 0
+    def forward(self, tokens):
+        h = self.embedding(tokens) + self.positions.weight[: tokens.shape[1]]
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.final_norm(h))
 
-    @property
-    def params(self) -> int:
-        return self.exp.params
 
-    def run(self, n_steps: int) -> None:
-        """`n_steps` train steps (a multiple of steps_per_dispatch), one chunk per dispatch."""
-        exp = self.exp
-        for _ in range(n_steps // self.per_dispatch):
-            exp.steps.train_chunk(exp.x_train, exp.y_train, self.sampler.indices(self.step, self.per_dispatch), self.step)
-            self.step += self.per_dispatch
-        jax.block_until_ready(exp.steps.state)
+class DecoderBlock(nn.Module):
+    """h + out(causal attention(qkv(LN(h)))), then h + MLP(LN(h)); the MLP's GELU is the
+    tanh approximation, as jax.nn.gelu (dlcli's) is by default."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.heads = heads
+        self.attention_norm = nn.LayerNorm(width, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.LayerNorm(width, eps=1e-6), nn.Linear(width, mlp_ratio * width),
+                                 nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * width, width))
+
+    def forward(self, h):
+        batch, length, width = h.shape
+        q, k, v = (a.view(batch, length, self.heads, -1).transpose(1, 2)
+                   for a in self.qkv(self.attention_norm(h)).chunk(3, dim=-1))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, heads, T, W / heads)
+        h = h + self.out(y.transpose(1, 2).reshape(batch, length, width))
+        return h + self.mlp(h)
+
+
+def token_cross_entropy(logits, targets):
+    """Mean cross-entropy over the labelled steps (label -1 ignored), as dlcli's token_classification."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
 
 
 class TorchSide:
@@ -115,18 +145,22 @@ class TorchSide:
 
     label = "torch"
 
-    def __init__(self, name: str, x, y: np.ndarray, batch_size: int, learning_rate: float, seed: int):
-        torch.manual_seed(seed)
-        self.model = torch_model(name)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
-        if isinstance(x, dict):  # a sequence task: (N, T, F) inputs, float targets
+    def __init__(self, name: str, cfg, splits: Splits):
+        x, y = splits.train
+        torch.manual_seed(cfg.seed)
+        self.model = torch_model(name, cfg.model, splits.info.n_outputs)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.learning_rate)
+        if name == "transformer":  # token ids (N, T) and the next tokens' ids (N, T)
+            self.x, self.y, self.loss = (torch.from_numpy(x["inputs"]).long(), torch.from_numpy(y).long(),
+                                         token_cross_entropy)
+        elif isinstance(x, dict):  # a sequence task: (N, T, F) inputs, float targets
             self.x, self.y, self.loss = torch.from_numpy(x["inputs"]), torch.from_numpy(y), F.mse_loss
         else:
             images = torch.from_numpy(x)  # (N, H, W, C)
             self.x = images.permute(0, 3, 1, 2).contiguous() if name == "cnn" else images
             self.y, self.loss = torch.from_numpy(y).long(), F.cross_entropy
-        self.batch = batch_size
-        self.per_epoch = num_examples(x) // batch_size
+        self.batch = cfg.training.batch_size
+        self.per_epoch = num_examples(x) // self.batch
         self.step = 0
         self.order = torch.randperm(num_examples(x))
 
@@ -159,53 +193,11 @@ def write_random_mnist(folder: Path, seed: int = 0) -> None:
                 f.write(header + data.tobytes())
 
 
-def allocator() -> str:
-    """tcmalloc if this process has it mapped (e.g. through LD_PRELOAD), else glibc malloc."""
-    maps = Path("/proc/self/maps").read_text()
-    for line in maps.splitlines():
-        if "tcmalloc" in line:
-            return f"tcmalloc ({line.split()[-1]})"
-    return "glibc malloc (no tcmalloc mapped)"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def cpu_seconds() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process) so far."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
-
-
-def print_header(data_desc: str) -> None:
-    print(f"machine   : {cpu_model()}, {os.cpu_count()} logical cores "
-          f"({len(os.sched_getaffinity(0))} usable), {platform.system()} {platform.release()}")
-    print(f"versions  : python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
-          f"optax {optax.__version__}, numpy {np.__version__}, torch {torch.__version__}")
-    print(f"jax       : backend {jax.default_backend()}, devices {jax.devices()}")
-    print(f"torch     : {torch.get_num_threads()} intra-op threads, {torch.get_num_interop_threads()} inter-op threads, "
-          f"mkldnn {torch.backends.mkldnn.is_available()}")
-    print(f"allocator : {allocator()}")
-    print(f"data      : {data_desc}")
-    print(f"load avg  : {load()} (1, 5, 15 min) at start")
-
-
 def bench_model(name: str, data_dir: Path, rounds: int, steps: int) -> dict:
     """Alternate dlcli and PyTorch over `rounds` rounds of `steps` steps; return steps/s per side."""
     dlcli = DlcliSide(COMMON + OVERRIDES[name], data_dir)
     cfg = dlcli.cfg
-    x, y = dlcli.exp.splits.train
-    twin = TorchSide(name, x, y, cfg.training.batch_size, cfg.optimizer.learning_rate, cfg.seed)
+    twin = TorchSide(name, cfg, dlcli.exp.splits)
     k = dlcli.per_dispatch
     steps = -(-steps // k) * k  # whole dispatches only, so no second shape is ever compiled
     print(f"\n== {name}: {DESCRIPTIONS[name]}; batch {cfg.training.batch_size}, Adam lr {cfg.optimizer.learning_rate}")
@@ -240,23 +232,25 @@ def bench_model(name: str, data_dir: Path, rounds: int, steps: int) -> dict:
 
 
 def print_table(results: dict[str, dict[str, list[float]]]) -> None:
-    print(f"\n{'model':<6} {'dlcli steps/s':>22} {'torch steps/s':>22} {'dlcli/torch':>12}")
-    print(f"{'':<6} {'median (min-max)':>22} {'median (min-max)':>22} {'(medians)':>12}")
+    w = max(6, *(len(name) for name in results))
+    print(f"\n{'model':<{w}} {'dlcli steps/s':>22} {'torch steps/s':>22} {'dlcli/torch':>12}")
+    print(f"{'':<{w}} {'median (min-max)':>22} {'median (min-max)':>22} {'(medians)':>12}")
     for name, rates in results.items():
         cells = [f"{statistics.median(r):.1f} ({min(r):.1f}-{max(r):.1f})" for r in (rates["dlcli"], rates["torch"])]
         ratio = statistics.median(rates["dlcli"]) / statistics.median(rates["torch"])
-        print(f"{name:<6} {cells[0]:>22} {cells[1]:>22} {ratio:>11.2f}x")
+        print(f"{name:<{w}} {cells[0]:>22} {cells[1]:>22} {ratio:>11.2f}x")
     print(f"allocator: {allocator()}; load avg at end {load()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mlp,cnn,lstm,gru", help="comma-separated, from: " + ", ".join(OVERRIDES))
+    parser.add_argument("--models", default=",".join(OVERRIDES), help="comma-separated, from: " + ", ".join(OVERRIDES))
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per model")
     parser.add_argument("--steps", type=int, default=128,
                         help="timed steps per round and side (rounded up to whole dispatches)")
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("DLCLI_DATA_DIR") or None,
-                        help="folder holding mnist/ (default: $DLCLI_DATA_DIR; none: random MNIST-shaped data)")
+                        help="folder holding mnist/ and tinyshakespeare/input.txt (default: $DLCLI_DATA_DIR; "
+                             "none: random MNIST-shaped data and random text)")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in OVERRIDES]
@@ -265,14 +259,27 @@ def main() -> None:
     if args.rounds < 1 or args.steps < 1:
         parser.error("--rounds and --steps must be at least 1")
 
+    images, text = {"mlp", "cnn"} & set(models), "transformer" in models
     with tempfile.TemporaryDirectory(prefix="dlcli-bench-") as scratch:
-        data_dir = args.data_dir
+        data_dir, data = args.data_dir, []
         if data_dir is None:
             data_dir = Path(scratch)
-            write_random_mnist(data_dir / "mnist")
-            print_header("random MNIST-shaped data (60,000 + 10,000 images, 28x28x1), standardized by dlcli")
+            if images:
+                write_random_mnist(data_dir / "mnist")
+                data.append("random MNIST-shaped data (60,000 + 10,000 images, 28x28x1), standardized by dlcli")
+            if text:
+                write_random_text(data_dir / TEXT_FILE, TEXT_CHARS)
+                data.append(f"random text ({TEXT_CHARS:,} characters, uniform over tiny shakespeare's 65)")
         else:
-            print_header(f"MNIST from {data_dir / 'mnist'}")
+            if images:
+                data.append(f"MNIST from {data_dir / 'mnist'}")
+            if text:
+                data.append(f"text from {data_dir / TEXT_FILE}")
+        if {"lstm", "gru"} & set(models):
+            data.append("the adding problem, generated by dlcli")
+        print_header("; ".join(data), {"torch": f"{torch.__version__}, {torch.get_num_threads()} intra-op threads, "
+                                                f"{torch.get_num_interop_threads()} inter-op threads, "
+                                                f"mkldnn {torch.backends.mkldnn.is_available()}"})
         results = {name: bench_model(name, data_dir, args.rounds, args.steps) for name in models}
     print_table(results)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from dlcli.batch import Job, JobResult, run_jobs
-from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
+from dlcli.config import ExperimentConfig, check_metric, config_from_dict, higher_is_better, load_config
 from dlcli.errors import BadInput
 from dlcli.schema import to_dict
 from dlcli.specs.cnn import ConvBlock
@@ -180,7 +180,7 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
     results = {r.key: r for r in run_jobs(jobs, workers=workers, data_dir=data_dir, on_done=on_done)}
     failures = [r for r in results.values() if r.status == "failed"]
     if failures:
-        return Comparison(metric, _higher_is_better(metric), [], None, None,
+        return Comparison(metric, higher_is_better(metric), [], None, None,
                           f"{len(failures)} of {len(jobs)} runs failed; see the errors above, fix them and rerun", failures)
     arm_results = []
     for arm in arms:
@@ -231,13 +231,9 @@ def _row(result: JobResult, seed: int, metric: str) -> dict:
             metric: metrics[metric]}
 
 
-def _higher_is_better(metric: str) -> bool:
-    return metric.endswith("accuracy")
-
-
 def _conclude(metric: str, arms: list[ArmResult], baseline: str | None) -> Comparison:
     """Welch's t-test of the best other arm against the baseline, and the sentence saying how it came out."""
-    higher = _higher_is_better(metric)
+    higher = higher_is_better(metric)
     base = next((a for a in arms if a.arm.label == baseline), arms[0])
     others = [a for a in arms if a is not base]
     best = (max if higher else min)(others, key=lambda a: a.summary.mean)

@@ -48,7 +48,7 @@ def parse_yaml(text: str):
 class TaskConfig:
     """What a batch means. `null` takes the dataset's own kind."""
 
-    name: Literal["classification", "regression", "token_classification"] | None = None
+    name: Literal["classification", "regression", "token_classification", "sequence_to_sequence"] | None = None
     label_smoothing: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
 
 
@@ -159,14 +159,14 @@ class ExperimentConfig:
 
     @property
     def monitor(self) -> str:
-        default = "val/accuracy" if self.task_kind == "classification" else "val/loss"
+        default = {"classification": "val/accuracy", "sequence_to_sequence": "val/exact_match"}.get(self.task_kind, "val/loss")
         return self.training.monitor or default
 
     @property
     def monitor_mode(self) -> str:
         if self.training.monitor_mode:
             return self.training.monitor_mode
-        return "max" if self.monitor.endswith("accuracy") else "min"
+        return "max" if higher_is_better(self.monitor) else "min"
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -246,7 +246,13 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
 
 
 METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse"),
-                "token_classification": ("loss", "accuracy", "bits_per_token")}
+                "token_classification": ("loss", "accuracy", "bits_per_token"),
+                "sequence_to_sequence": ("exact_match", "loss", "accuracy", "bits_per_token")}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a metric improves upwards (accuracies, exact match) rather than downwards (losses, errors)."""
+    return metric.endswith(("accuracy", "exact_match"))
 
 
 def check_metric(metric: str, kind: str, option: str, extra_evals: tuple[str, ...] = ()) -> None:

@@ -1,7 +1,8 @@
-"""`sample_run`: text from a character language model's checkpoint, behind `dlcli sample`.
+"""`sample_run`, behind `dlcli sample`: text from a character language model's
+checkpoint, or a sequence-to-sequence model's greedy answer to one source string.
 
-The model is rebuilt from the run folder alone (config.yaml, vocab.json, a checkpoint;
-the training text is not needed). The prompt is fed one step at a time through the
+The model is rebuilt from the run folder alone (config.yaml, vocab.json for a text
+corpus, a checkpoint; the training text is not needed). The prompt is fed one step at a time through the
 model's `step` (for a recurrent model, its carried state), then each next character is
 drawn from softmax(logits / temperature), optionally among the `top_k` most likely;
 temperature 0 always takes the most likely one. Prompt and generation are one compiled
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from dlcli.data.text import decode, encode
@@ -22,17 +24,22 @@ from dlcli.train.experiment import build_model
 from dlcli.train.loop import open_checkpoints, read_trained_run, read_vocab
 
 
-def sample_run(run_dir: Path, *, prompt: str, length: int, temperature: float = 1.0, top_k: int | None = None,
-               seed: int = 0, checkpoint: str = "best") -> dict:
-    """Generate `length` characters after `prompt` from the run's `checkpoint`."""
+def sample_run(run_dir: Path, *, prompt: str, length: int | None = None, temperature: float | None = None,
+               top_k: int | None = None, seed: int = 0, checkpoint: str = "best") -> dict:
+    """Generate `length` characters (200 unless given) after `prompt` from the run's
+    `checkpoint`; for a sequence-to-sequence run, greedily decode the target of `prompt`."""
     run_dir = Path(run_dir)
     cfg = read_trained_run(run_dir)
-    if not cfg.info.autoregressive:
-        raise BadInput(f"{run_dir} trained {cfg.model.name} on {cfg.data.name!r}, not a language model; "
-                       "dlcli sample needs a run on data.name: text")
-    vocab = read_vocab(run_dir)
     if not prompt:
         raise BadInput("--prompt is empty; give at least one character to start from")
+    if cfg.info.kind == "sequence_to_sequence":
+        return _translate(cfg, run_dir, prompt, checkpoint, length=length, temperature=temperature, top_k=top_k)
+    if not cfg.info.autoregressive:
+        raise BadInput(f"{run_dir} trained {cfg.model.name} on {cfg.data.name!r}, neither a language model nor a "
+                       "sequence-to-sequence model; dlcli sample needs a run on data.name: text, reverse, sort or addition")
+    vocab = read_vocab(run_dir)
+    length = 200 if length is None else length
+    temperature = 1.0 if temperature is None else temperature
     if length < 1:
         raise BadInput(f"--length must be at least 1, got {length}")
     if temperature < 0:
@@ -45,7 +52,37 @@ def sample_run(run_dir: Path, *, prompt: str, length: int, temperature: float = 
         raise BadInput(f"the prompt ({len(prompt_ids)} characters) and --length {length} exceed the model's context of "
                        f"{context} positions; ask for at most {context - len(prompt_ids)} characters or a shorter prompt")
 
-    model, optimizer, _ = build_model(cfg, cfg.data.info(vocab), total_steps=1)
+    model, step = restore_model(cfg, run_dir, cfg.data.info(vocab), checkpoint)
+    tokens = generate(model, prompt_ids, length, jax.random.key(seed), temperature, top_k)
+    text = decode(tokens, vocab)
+    return {"run_dir": str(run_dir), "checkpoint": step, "prompt": prompt, "text": text,
+            "temperature": temperature, "top_k": top_k, "seed": seed}
+
+
+def _translate(cfg, run_dir: Path, prompt: str, checkpoint: str, **sampling) -> dict:
+    """The greedy decoding of one source string by a sequence-to-sequence run."""
+    given = [f"--{name.replace('_', '-')}" for name, value in sampling.items() if value is not None]
+    if given:
+        raise BadInput(f"{' and '.join(given)} do not apply to {cfg.model.name}: it decodes greedily until its end "
+                       "token; leave them out")
+    source = cfg.data.encode(prompt)
+    info = cfg.info
+    if len(source) > info.input_shape[0]:
+        raise BadInput(f"the prompt has {len(source)} characters but {cfg.data.name!r} sources have at most "
+                       f"{info.input_shape[0]}; shorten it")
+    model, step = restore_model(cfg, run_dir, info, checkpoint)
+    inputs = np.zeros((1, info.input_shape[0]), np.int32)
+    inputs[0, : len(source)] = source
+    x = {"inputs": inputs, "lengths": np.array([len(source)], np.int32),
+         "targets_in": np.zeros((1, info.target_length), np.int32)}
+    tokens = jax.device_get(nnx.jit(lambda m, x: m.greedy_decode(x))(model, x))[0]
+    return {"run_dir": str(run_dir), "checkpoint": step, "prompt": prompt, "text": cfg.data.decode(tokens.tolist()),
+            "decoding": "greedy"}
+
+
+def restore_model(cfg, run_dir: Path, info, checkpoint: str) -> tuple[nnx.Module, int]:
+    """The run's model at `checkpoint` (best, latest or a step), in evaluation mode, and the step."""
+    model, optimizer, _ = build_model(cfg, info, total_steps=1)
     checkpoints = open_checkpoints(cfg, run_dir, read_only=True)
     try:
         step = checkpoints.resolve(checkpoint)
@@ -56,10 +93,7 @@ def sample_run(run_dir: Path, *, prompt: str, length: int, temperature: float = 
     nnx.replace_by_pure_dict(state, pure)
     nnx.update((model, optimizer), state)
     model.eval()
-    tokens = generate(model, prompt_ids, length, jax.random.key(seed), temperature, top_k)
-    text = decode(tokens, vocab)
-    return {"run_dir": str(run_dir), "checkpoint": step, "prompt": prompt, "text": text,
-            "temperature": temperature, "top_k": top_k, "seed": seed}
+    return model, step
 
 
 def pick_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: int | None) -> jax.Array:

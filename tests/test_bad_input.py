@@ -109,6 +109,14 @@ CONFIG_ERRORS = [
                  ["sequences of 70 steps are longer than model.context 50"], id="context-shorter-than-sequences"),
     pytest.param({}, sets("model.name=transformer_decoder", "data.name=adding"),
                  ["model 'transformer_decoder' predicts a token at every step"], id="decoder-on-a-regression-task"),
+    pytest.param({}, sets("model.name=vit", "data.name=mnist", "model.patch=5"),
+                 ["model.patch 5 does not divide the 28x28 images", "2, 4, 7, 14, 28"], id="patch-not-dividing-the-image"),
+    pytest.param({}, sets("model.name=transformer_encoder", "data.name=copy_memory", "model.context=50"),
+                 ["sequences of 70 steps are longer than model.context 50"], id="learned-table-shorter-than-sequences"),
+    pytest.param({"t.txt": "abc " * 100}, sets("model.name=transformer_encoder", "data.name=text", "data.path={dir}/t.txt"),
+                 ["an encoder sees every position", "transformer_decoder"], id="encoder-as-language-model"),
+    pytest.param({}, sets("model.name=transformer_seq2seq", "data.name=adding"),
+                 ["maps a source sequence to a target sequence", "reverse, sort, addition"], id="seq2seq-on-regression"),
     pytest.param({}, sets("model.name=lstm", "data.name=text", "data.path={dir}/nothing.txt"),
                  ["text file {dir}/nothing.txt was found neither as given nor under the data directory"],
                  id="text-file-missing"),
@@ -257,4 +265,5 @@ def test_sample_error(language_model, args, needles):
 
 
 def test_sample_from_a_run_that_is_not_a_language_model(trained_run):
-    error_line(trained_run, ["sample", str(trained_run), "--prompt", "a"], ["not a language model", "data.name: text"])
+    error_line(trained_run, ["sample", str(trained_run), "--prompt", "a"],
+               ["neither a language model nor a sequence-to-sequence model", "data.name: text, reverse"])

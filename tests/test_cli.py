@@ -73,12 +73,16 @@ def test_listing_commands():
                       "cnn": load_config(None, ["model.name=cnn"]).model.param_count(mnist),
                       **{name: load_config(None, [f"model.name={name}", "data.name=adding"]).model.param_count(adding)
                          for name in ("rnn", "lstm", "gru")},
-                      "transformer_decoder": load_config(None, ["model.name=transformer_decoder", "data.name=copy_memory"])
-                      .model.param_count(DATASETS.get("copy_memory")().info())}
+                      **{name: load_config(None, [f"model.name={name}", f"data.name={dataset}"])
+                         .model.param_count(DATASETS.get(dataset)().info())
+                         for name, dataset in [("transformer_decoder", "copy_memory"), ("vit", "digits"),
+                                               ("transformer_encoder", "associative_recall"),
+                                               ("transformer_seq2seq", "reverse")]}}
     datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
     assert set(datasets) == set(DATASETS.names()) >= {"digits", "mnist", "fashion_mnist", "moons", "spirals",
                                                        "regression1d", "sawtooth", "parity", "adding", "copy_memory",
-                                                       "forecast", "varlen_parity", "text"}
+                                                       "forecast", "varlen_parity", "text", "associative_recall",
+                                                       "reverse", "sort", "addition"}
     assert datasets["mnist"]["input_shape"] == [28, 28, 1] and datasets["regression1d"]["task"] == "regression"
     assert "fashion_mnist" in run_cli("datasets", check=True).stdout
     assert "train" in run_cli("--help", check=True).stdout
@@ -101,9 +105,14 @@ RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.nam
                "training.steps_per_dispatch=10", "training.batch_size=32", "model.dropout=0.2",
                "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
                "training.gradient_flow=true")
+RESUME_SEQ2SEQ = ("model.name=transformer_seq2seq", "model.width=16", "model.heads=2", "model.layers=1",
+                  "model.context=6", "model.dropout=0.2", "model.attention_dropout=0.1", "data.name=reverse",
+                  "data.max_length=5", "data.n_train=2048", "data.n_val=128", "data.n_test=128", "training.steps=300",
+                  "training.eval_every=50", "training.steps_per_dispatch=10", "training.batch_size=32",
+                  "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
 
 
-@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM], ids=["mlp", "lstm"])
+@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ], ids=["mlp", "lstm", "transformer_seq2seq"])
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, overrides):
     total = load_config(None, list(overrides)).training.steps
     reference = train_json("--run-dir", str(tmp_path / "whole"), *sets(*overrides))

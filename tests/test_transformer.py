@@ -1,10 +1,14 @@
-"""The decoder-only Transformer: shapes and parameter counts for every kind of position,
-the cached one-position step against the full forward pass, generation with and without
-the key/value cache, padding, and a character language model through the CLI."""
+"""The Transformer family. Decoder: shapes and parameter counts for every kind of
+position, the cached one-position step against the full forward pass, generation with
+and without the key/value cache, padding, a character language model through the CLI.
+Encoder, encoder-decoder and ViT: shapes, parameter counts, padding, class token and
+mean pooling, patches, cached greedy decoding against recomputation; the synthetic
+tasks; and checkpoints, resume, eval and reproducibility for all four models."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,29 +19,52 @@ from flax import nnx
 from conftest import SHARED_DATA, run_cli, sets, train_json
 
 from dlcli.config import load_config
-from dlcli.generate import generate, pick_token
+from dlcli.data.seq2seq import END
+from dlcli.errors import BadInput
+from dlcli.generate import generate, pick_token, sample_run
 from dlcli.models import count_params
+from dlcli.train.evaluate import evaluate_run
+from dlcli.train.loop import fit
 
 POSITIONS = ["learned", "sinusoidal", "rotary"]
 
 
-def build(positions: str, **extra):
-    overrides = ["model.name=transformer_decoder", "model.width=16", "model.heads=2", "model.layers=2",
-                 f"model.positions={positions}", "model.context=40", "data.name=copy_memory", "data.delay=5",
-                 "data.n_train=64", "data.n_val=16", "data.n_test=16", *[f"{k}={v}" for k, v in extra.items()]]
-    cfg = load_config(None, overrides)
+SMALL = ["model.width=16", "model.heads=2", "model.layers=2"]
+FEW = ["data.n_train=64", "data.n_val=16", "data.n_test=16"]  # for the generated datasets
+
+
+def build_model(*overrides: str):
+    cfg = load_config(None, [*SMALL, *overrides])
     splits = cfg.data.load(SHARED_DATA)
-    return cfg, splits, cfg.model.build(splits.info, nnx.Rngs(0))
+    model = cfg.model.build(splits.info, nnx.Rngs(0))
+    assert count_params(model) == cfg.model.param_count(splits.info)
+    return cfg, splits, model
+
+
+def build(positions: str, **extra):
+    return build_model("model.name=transformer_decoder", f"model.positions={positions}", "model.context=40",
+                       "data.name=copy_memory", "data.delay=5", *FEW, *[f"{k}={v}" for k, v in extra.items()])
+
+
+@nnx.jit
+def forward(model, x):
+    """The model's forward pass, compiled (eager op-by-op dispatch is far slower)."""
+    return model(x)
+
+
+@nnx.jit
+def train_forward(model, x):
+    """The forward pass in training mode, with dropout."""
+    return model(x, rngs=nnx.Rngs(dropout=0))
 
 
 @pytest.mark.parametrize("positions", POSITIONS)
 def test_shapes_param_count_and_cached_step(positions):
     cfg, splits, model = build(positions, **{"model.dropout": 0.2})
     x = jax.tree.map(lambda a: a[:3], splits.train[0])
-    assert model(x, rngs=nnx.Rngs(dropout=0)).shape == (3, 25, 10)
-    assert count_params(model) == cfg.model.param_count(splits.info)
+    assert train_forward(model, x).shape == (3, 25, 10)
     model.eval()
-    full = model(x)
+    full = forward(model, x)
     carry = model.initial_carry(3)
     step = nnx.jit(lambda m, c, tokens: m.step(c, tokens))
     for t in range(25):
@@ -50,12 +77,12 @@ def test_padding_and_later_tokens_never_change_earlier_outputs(positions):
     _, splits, model = build(positions)
     model.eval()
     inputs = np.asarray(splits.train[0]["inputs"][:2])
-    alone = model({"inputs": inputs[:1, :7], "lengths": jnp.array([7])})
+    alone = forward(model, {"inputs": inputs[:1, :7], "lengths": jnp.array([7])})
     changed = inputs.copy()
     changed[0, 7:] = (changed[0, 7:] + 3) % 10  # other tokens after position 7, masked as padding
-    padded = model({"inputs": changed, "lengths": jnp.array([7, 25])})
+    padded = forward(model, {"inputs": changed, "lengths": jnp.array([7, 25])})
     np.testing.assert_allclose(padded[0, :7], alone[0], rtol=1e-5, atol=1e-6)
-    causal = model({"inputs": changed, "lengths": jnp.array([25, 25])})  # not padding: the future must not leak
+    causal = forward(model, {"inputs": changed, "lengths": jnp.array([25, 25])})  # not padding: the future must not leak
     np.testing.assert_allclose(causal[0, :7], alone[0], rtol=1e-5, atol=1e-6)
 
 
@@ -91,3 +118,149 @@ def test_transformer_language_model_through_the_cli(tmp_path):
     assert len(sampled["text"]) == 27
     too_long = run_cli("sample", str(run), "--prompt", "First", "--length", "28")
     assert too_long.returncode == 2 and "exceed the model's context of 32 positions" in too_long.stderr
+
+
+def first(x, n: int):
+    return jax.tree.map(lambda a: jnp.asarray(a[:n]), x)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_encoder_pools_one_label_per_sequence_and_ignores_padding(pooling, positions):
+    _, splits, model = build_model("model.name=transformer_encoder", f"model.pooling={pooling}",
+                                   f"model.positions={positions}", "model.attention_dropout=0.3",
+                                   "data.name=associative_recall", "data.pairs=4", *FEW)
+    x = first(splits.train[0], 3)
+    assert train_forward(model, x).shape == (3, 16)  # a class per value
+    model.eval()
+    short = {"inputs": x["inputs"][:, :6], "lengths": jnp.array([6, 6, 6])}
+    changed = {"inputs": x["inputs"].at[:, 6:].set(1), "lengths": jnp.array([6, 6, 6])}
+    np.testing.assert_allclose(forward(model, changed), forward(model, short), rtol=1e-5, atol=1e-6)
+    # bidirectional: a later token changes the output of the whole sequence
+    assert not np.allclose(forward(model, changed), forward(model, {**changed, "inputs": changed["inputs"].at[:, 5].set(2)}))
+
+
+def test_encoder_tags_every_step_and_reads_feature_vectors():
+    _, splits, tagger = build_model("model.name=transformer_encoder", "data.name=copy_memory", "data.delay=5", *FEW)
+    assert train_forward(tagger, first(splits.train[0], 2)).shape == (2, 25, 10)
+    _, splits, regressor = build_model("model.name=transformer_encoder", "model.pooling=mean", "data.name=adding",
+                                       "data.length=12", *FEW)
+    assert train_forward(regressor, first(splits.train[0], 2)).shape == (2, 1)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_vit_cuts_row_major_patches(pooling):
+    _, splits, model = build_model("model.name=vit", "model.patch=4", f"model.pooling={pooling}", "data.name=digits")
+    images = jnp.asarray(splits.train[0][:2])
+    patches = model.patches(images)
+    assert patches.shape == (2, 4, 16)
+    np.testing.assert_array_equal(patches[1, 1].reshape(4, 4), images[1, 0:4, 4:8, 0])  # top right
+    np.testing.assert_array_equal(patches[1, 2].reshape(4, 4), images[1, 4:8, 0:4, 0])  # bottom left
+    assert train_forward(model, images).shape == (2, 10)
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_seq2seq_greedy_decoding_with_the_cache_matches_recomputation(positions):
+    _, splits, model = build_model("model.name=transformer_seq2seq", f"model.positions={positions}",
+                                   "data.name=reverse", "data.max_length=8", *FEW)
+    x = first(splits.train[0], 4)
+    assert train_forward(model, x).shape == (4, 9, 13)
+    model.eval()
+    decoded = np.asarray(nnx.jit(lambda m, x: m.greedy_decode(x))(model, x))
+    # without a cache: the whole target written so far through the teacher-forced forward pass
+    targets_in = np.zeros((4, 9), np.int32)
+    targets_in[:, 0] = 1
+    for t in range(9):
+        logits = forward(model, {**x, "targets_in": jnp.asarray(targets_in)})
+        token = np.asarray(logits[:, t].argmax(-1))
+        np.testing.assert_array_equal(decoded[:, t], token)
+        if t + 1 < 9:
+            targets_in[:, t + 1] = token
+    # source padding is invisible
+    padded = {**x, "inputs": jnp.where(jnp.arange(8)[None] < x["lengths"][:, None], x["inputs"], 5)}
+    np.testing.assert_allclose(forward(model, padded), forward(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_seq2seq_tasks_hold_out_their_problems():
+    for name, solve in [("reverse", lambda s: s[::-1]), ("sort", lambda s: "".join(sorted(s))),
+                        ("addition", lambda s: str(sum(int(a) for a in s.split("+"))))]:
+        cfg = load_config(None, ["model.name=transformer_seq2seq", f"data.name={name}", "data.n_train=500",
+                                 "data.n_val=50", "data.n_test=50"])
+        splits = cfg.data.load(SHARED_DATA)
+        train_sources = set()
+        for split, (x, y) in [("train", splits.train), ("test", splits.test)]:
+            for inputs, length, targets_in, labels in zip(x["inputs"], x["lengths"], x["targets_in"], y):
+                source = cfg.data.decode(inputs[:length].tolist())
+                assert cfg.data.decode(labels.tolist()) == solve(source)
+                assert labels[len(solve(source))] == END and (labels[len(solve(source)) + 1:] == -1).all()
+                n = len(solve(source))
+                assert targets_in[0] == 1 and (targets_in[1: n + 1] == labels[:n]).all() and (targets_in[n + 1:] == 0).all()
+                if split == "train":
+                    train_sources.add(source)
+                else:
+                    assert source not in train_sources
+    with pytest.raises(BadInput, match="'x' is not in the addition alphabet"):
+        cfg.data.encode("12x")
+
+
+def test_associative_recall_labels_the_value_after_the_query_key():
+    cfg = load_config(None, ["model.name=transformer_encoder", "data.name=associative_recall", "data.n_train=200"])
+    (x, y), keys = cfg.data.load(SHARED_DATA).train, cfg.data.keys
+    for tokens, label in zip(x["inputs"], y):
+        pairs = dict(zip(tokens[0:-2:2], tokens[1:-2:2]))
+        assert len(pairs) == cfg.data.pairs and tokens[-2] == 0
+        assert pairs[tokens[-1]] == label + keys + 1
+
+
+TRANSFORMERS = {
+    "transformer_encoder": ["data.name=associative_recall", "data.pairs=4", *FEW],
+    "transformer_decoder": ["data.name=copy_memory", "data.delay=5", "model.context=25", *FEW],
+    "transformer_seq2seq": ["data.name=reverse", "data.max_length=5", "model.context=6", *FEW],
+    "vit": ["data.name=digits", "model.patch=4"],
+}
+
+
+@pytest.mark.parametrize("model_name", TRANSFORMERS)
+def test_every_transformer_resumes_evaluates_and_reproduces(model_name, tmp_path):
+    """A run cut back to its step-10 checkpoint (as a kill after that save leaves it) and
+    resumed ends exactly like the uninterrupted run and like a second run of the same
+    config; `dlcli eval`'s library call reproduces the test metrics of the checkpoint.
+    (A real SIGKILL of a Transformer run: test_cli.)"""
+    import shutil
+
+    overrides = [f"model.name={model_name}", *SMALL, *TRANSFORMERS[model_name], "model.dropout=0.1",
+                 "model.attention_dropout=0.1", "training.steps=20", "training.eval_every=10",
+                 "training.steps_per_dispatch=10", "training.batch_size=16", "training.restore_best=false",
+                 "checkpoint.keep=10"]
+    whole = fit(load_config(None, overrides), tmp_path / "whole", data_dir=SHARED_DATA, show_progress=False)
+    again = fit(load_config(None, overrides), tmp_path / "again", data_dir=SHARED_DATA, show_progress=False)
+    assert again["metrics"] == whole["metrics"]
+    cut = Path(shutil.copytree(tmp_path / "whole", tmp_path / "cut"))
+    shutil.rmtree(cut / "checkpoints" / "20")
+    resumed = fit(load_config(None, overrides), cut, data_dir=SHARED_DATA, resume=True, show_progress=False)
+    assert resumed["metrics"] == whole["metrics"]
+    evaluated = evaluate_run(tmp_path / "whole", checkpoint="latest", split="test", data_dir=SHARED_DATA)
+    assert evaluated["checkpoint"] == 20
+    assert evaluated["metrics"] == {k: v for k, v in whole["metrics"].items() if k.startswith("test/")}
+
+
+def test_seq2seq_learns_to_reverse_and_answers_through_the_cli(tmp_path):
+    run = tmp_path / "reverse"
+    summary = train_json("--run-dir", str(run), *sets(
+        "model.name=transformer_seq2seq", "model.width=32", "model.heads=4", "model.layers=2", "model.dropout=0",
+        "model.context=7", "data.name=reverse", "data.max_length=6", "data.symbols=4", "data.n_train=4000",
+        "training.steps=480", "training.eval_every=160", "training.batch_size=64", "optimizer.learning_rate=0.003"))
+    assert summary["metrics"]["test/exact_match"] > 0.9
+    assert summary["metrics"]["test/exact_match"] <= summary["metrics"]["test/accuracy"]
+    evaluated = json.loads(run_cli("eval", str(run), "--json", check=True).stdout)
+    assert evaluated["metrics"]["test/exact_match"] == summary["metrics"]["test/exact_match"]
+    answers = {prompt: sample_run(run, prompt=prompt)["text"] for prompt in ("abcd", "dcab", "aabbcc")}
+    assert sum(answer == prompt[::-1] for prompt, answer in answers.items()) >= 2
+    printed = run_cli("sample", str(run), "--prompt", "abcd", check=True).stdout
+    assert printed == answers["abcd"] + "\n"
+    refused = run_cli("sample", str(run), "--prompt", "abcz", "--temperature", "0.5")
+    assert refused.returncode == 2 and "--temperature do not apply to transformer_seq2seq" in refused.stderr
+    refused = run_cli("sample", str(run), "--prompt", "abcz")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "'z' is not in the reverse alphabet" in refused.stderr
+    with pytest.raises(BadInput, match="the prompt has 7 characters but 'reverse' sources have at most 6"):
+        sample_run(run, prompt="abcdabc")

@@ -15,7 +15,7 @@ from dlcli.registry import Registry
 
 DATASETS: Registry[type] = Registry("dataset")
 
-TaskKind = Literal["classification", "regression", "token_classification"]
+TaskKind = Literal["classification", "regression", "token_classification", "sequence_to_sequence"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,10 @@ class DatasetInfo:
     padding. `vocab_size` > 0 marks token inputs; `vocab` holds a text corpus's characters.
     A `token_classification` dataset has one label per step, y (N, T) int32, -1 = ignore;
     `autoregressive` means the labels are the next inputs, so a model must not look ahead.
+    A `sequence_to_sequence` dataset maps a source (N, S) to a target of up to
+    `target_length` tokens: x also holds the decoder's inputs "targets_in" (N,
+    target_length), the target shifted right behind a start token, and y (N,
+    target_length) is the target followed by an end token, -1 after it.
     """
 
     input_shape: tuple[int, ...]  # one example, e.g. (28, 28, 1), (2,), or (T, F) / (T,) for sequences
@@ -36,6 +40,7 @@ class DatasetInfo:
     vocab_size: int = 0
     vocab: str | None = None
     autoregressive: bool = False
+    target_length: int = 0
 
     @property
     def is_image(self) -> bool:
@@ -92,4 +97,4 @@ def standardize(splits: Splits) -> Splits:
 
 def register_builtin_datasets() -> None:
     """Import the modules whose decorators fill `DATASETS`."""
-    from dlcli.data import sequences, synthetic, text, vision  # noqa: F401
+    from dlcli.data import seq2seq, sequences, synthetic, text, vision  # noqa: F401

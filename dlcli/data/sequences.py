@@ -3,7 +3,8 @@
 - `adding`: the adding problem (Hochreiter & Schmidhuber 1997), regression on the last step;
 - `copy_memory`: the copy task of Arjovsky et al. (2016), one label per step;
 - `forecast`: multi-step forecasting of a noisy sum of sines;
-- `varlen_parity`: parity of ±1 bits in sequences of random length (padded).
+- `varlen_parity`: parity of ±1 bits in sequences of random length (padded);
+- `associative_recall`: key-value pairs, then a query key: recall its value.
 
 Each split is drawn from its own stream of (seed, split), so the splits never share an
 example by construction. Each task also names the baseline a model must beat and
@@ -43,6 +44,12 @@ class SequenceConfig:
 
     def full_length(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
         return {"inputs": inputs, "lengths": np.full(len(inputs), inputs.shape[1], np.int32)}
+
+
+def check_length_range(path: str, min_length: int, max_length: int) -> None:
+    if min_length > max_length:
+        raise BadInput(f"{path}.min_length {min_length} is above {path}.max_length {max_length}; "
+                       "make min_length <= max_length")
 
 
 @DATASETS.register("adding")
@@ -157,9 +164,7 @@ class VarlenParityConfig(SequenceConfig):
     max_length: int = bounded(12, low=1, high=10_000)
 
     def validate(self, path: str) -> None:
-        if self.min_length > self.max_length:
-            raise BadInput(f"{path}.min_length {self.min_length} is above {path}.max_length {self.max_length}; "
-                           "make min_length <= max_length")
+        check_length_range(path, self.min_length, self.max_length)
 
     def info(self) -> DatasetInfo:
         return DatasetInfo((self.max_length, 1), 2, "classification", sequence=True)
@@ -176,3 +181,47 @@ class VarlenParityConfig(SequenceConfig):
     def baseline(self, splits: Splits) -> tuple[str, dict[str, float]]:
         _, y = splits.test
         return "majority class", {"test/accuracy": float(max(y.mean(), 1 - y.mean()))}
+
+
+@DATASETS.register("associative_recall")
+@dataclasses.dataclass
+class AssociativeRecallConfig(SequenceConfig):
+    """Tokens: 0 the query marker, 1..keys the keys, keys+1..keys+values the values. The
+    input lists `pairs` key-value pairs (distinct keys, k1 v1 k2 v2 ...), then the marker
+    and one of the keys; the label is the value that followed that key. Both order
+    (which value follows which key) and long-range context (the pair may be the first
+    one) matter."""
+
+    summary: ClassVar[str] = "associative recall: key-value pairs, then a query key; classify its value"
+    name: str = "associative_recall"
+    pairs: int = bounded(16, low=1, high=10_000)
+    keys: int = bounded(16, low=1, high=10_000)
+    values: int = bounded(16, low=2, high=10_000)
+
+    def validate(self, path: str) -> None:
+        if self.pairs > self.keys:
+            raise BadInput(f"{path}.pairs {self.pairs} needs as many distinct keys, but {path}.keys is {self.keys}; "
+                           "raise keys or lower pairs")
+
+    @property
+    def length(self) -> int:
+        return 2 * self.pairs + 2
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo((self.length,), self.values, "classification", sequence=True,
+                           vocab_size=1 + self.keys + self.values)
+
+    def generate(self, rng: np.random.Generator, n: int):
+        """x inputs (n, 2 pairs + 2) int32, y (n,) the queried value, 0..values-1."""
+        keys = np.argsort(rng.random((n, self.keys)), axis=1)[:, : self.pairs] + 1
+        values = rng.integers(0, self.values, (n, self.pairs))
+        query = rng.integers(0, self.pairs, n)
+        rows = np.arange(n)
+        inputs = np.zeros((n, self.length), np.int32)
+        inputs[:, 0:-2:2], inputs[:, 1:-2:2] = keys, values + self.keys + 1
+        inputs[:, -1] = keys[rows, query]
+        return self.full_length(inputs), values[rows, query].astype(np.int32)
+
+    def baseline(self, splits: Splits) -> tuple[str, dict[str, float]]:
+        _, y = splits.test
+        return "most frequent value", {"test/accuracy": float(np.bincount(y, minlength=self.values).max() / len(y))}

@@ -1,5 +1,7 @@
 """Supervised objectives: classification (cross-entropy), a label per step (token
-classification: language models, the copy task) and regression (mean squared error)."""
+classification: language models, the copy task), sequence to sequence (a label per
+target step under teacher forcing, plus exact match of greedy decoding) and regression
+(mean squared error)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,15 @@ import numpy as np
 import optax
 
 
+class ForwardPass:
+    """Evaluation reads the model's forward pass, as training does."""
+
+    def eval_outputs(self, model, x):
+        return model(x)
+
+
 @dataclasses.dataclass(frozen=True)
-class Classification:
+class Classification(ForwardPass):
     """Logits (B, K) against integer labels (B,)."""
 
     n_classes: int
@@ -46,7 +55,7 @@ class Classification:
 
 
 @dataclasses.dataclass(frozen=True)
-class TokenClassification:
+class TokenClassification(ForwardPass):
     """Logits (B, T, K) against labels (B, T); a label of -1 (padding) counts for nothing.
     The loss is the mean cross-entropy per labelled step, in nats; `bits_per_token`
     is the same in bits (bits per character for a character language model)."""
@@ -79,7 +88,28 @@ class TokenClassification:
 
 
 @dataclasses.dataclass(frozen=True)
-class Regression:
+class SequenceToSequence(TokenClassification):
+    """Trained as token classification of the target under teacher forcing; evaluated
+    also by `exact_match`, the share of examples whose greedy decoding (the model's
+    `greedy_decode`, which never sees the target) equals the whole target."""
+
+    kind: str = "sequence_to_sequence"
+
+    def eval_outputs(self, model, x):
+        return model(x), model.greedy_decode(x)
+
+    def eval_sums(self, outputs, labels, mask):
+        logits, decoded = outputs
+        sums = super().eval_sums(logits, labels, mask)
+        exact = jnp.all((decoded == labels) | (labels < 0), axis=1)
+        return {**sums, "exact": (exact * mask).sum(), "examples": mask.sum()}
+
+    def finalize(self, sums):
+        return {**super().finalize(sums), "exact_match": float(sums["exact"]) / max(float(sums["examples"]), 1.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Regression(ForwardPass):
     """Predictions (B, k) against targets (B, k)."""
 
     kind: str = "regression"

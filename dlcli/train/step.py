@@ -67,7 +67,8 @@ class CompiledSteps:
     def _eval_batches_fn(self, state, x, y, mask):
         """x (NB, B, ...), y (NB, B, ...), mask (NB, B) -> the task's sums over all rows."""
         model, _ = nnx.merge(self.eval_graphdef, state)
-        per_batch = jax.lax.map(lambda b: self.task.eval_sums(model(b[0]), b[1], b[2]), (x, y, mask))
+        per_batch = jax.lax.map(lambda b: self.task.eval_sums(self.task.eval_outputs(model, b[0]), b[1], b[2]),
+                                (x, y, mask))
         return jax.tree.map(lambda a: a.sum(axis=0), per_batch)
 
     def _gradient_flow_fn(self, state, x, y):

@@ -1,0 +1,96 @@
+"""What the benchmark scripts share: the header describing the machine and the software,
+CPU-time accounting, a random stand-in for tiny shakespeare, and dlcli's training loop."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import flax
+import jax
+import numpy as np
+import optax
+
+from dlcli.config import load_config
+from dlcli.data import num_examples
+from dlcli.train.experiment import EpochSampler, build_experiment
+
+# tiny shakespeare's 65 characters, so random text has the same vocabulary size
+SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def allocator() -> str:
+    """tcmalloc if this process has it mapped (e.g. through LD_PRELOAD), else glibc malloc."""
+    maps = Path("/proc/self/maps").read_text()
+    for line in maps.splitlines():
+        if "tcmalloc" in line:
+            return f"tcmalloc ({line.split()[-1]})"
+    return "glibc malloc (no tcmalloc mapped)"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process) so far."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def print_header(data_desc: str, extra: dict[str, str] | None = None) -> None:
+    """Machine, versions, JAX backend, any `extra` lines (label: text), allocator, data, load."""
+    print(f"machine   : {cpu_model()}, {os.cpu_count()} logical cores "
+          f"({len(os.sched_getaffinity(0))} usable), {platform.system()} {platform.release()}")
+    print(f"versions  : python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
+          f"optax {optax.__version__}, numpy {np.__version__}")
+    print(f"jax       : backend {jax.default_backend()}, devices {jax.devices()}")
+    for label, text in (extra or {}).items():
+        print(f"{label:<10}: {text}")
+    print(f"allocator : {allocator()}")
+    print(f"data      : {data_desc}")
+    print(f"load avg  : {load()} (1, 5, 15 min) at start")
+
+
+def write_random_text(path: Path, n_chars: int, seed: int = 0) -> None:
+    """`n_chars` characters drawn uniformly from SHAKESPEARE_CHARS (each of them at least once)."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list(SHAKESPEARE_CHARS))
+    text = np.concatenate([alphabet, rng.choice(alphabet, max(n_chars - len(alphabet), 0))])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(text), encoding="utf-8")
+
+
+class DlcliSide:
+    """A model trained through dlcli's own experiment, sampler and compiled chunk."""
+
+    label = "dlcli"
+
+    def __init__(self, overrides: list[str], data_dir: Path):
+        self.cfg = load_config(None, overrides)
+        self.exp = build_experiment(self.cfg, data_dir)
+        self.sampler = EpochSampler(num_examples(self.exp.splits.train[0]), self.cfg.training.batch_size, self.cfg.seed)
+        self.per_dispatch = self.cfg.training.steps_per_dispatch
+        self.step = 0
+
+    @property
+    def params(self) -> int:
+        return self.exp.params
+
+    def run(self, n_steps: int) -> None:
+        """`n_steps` train steps (a multiple of steps_per_dispatch), one chunk per dispatch."""
+        exp = self.exp
+        for _ in range(n_steps // self.per_dispatch):
+            exp.steps.train_chunk(exp.x_train, exp.y_train, self.sampler.indices(self.step, self.per_dispatch), self.step)
+            self.step += self.per_dispatch
+        jax.block_until_ready(exp.steps.state)
