@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, cli_env, run_cli, sets, train_json
+from conftest import REPO, TINY_SEQ2SEQ, cli_env, run_cli, sets, train_json
 
 from dlcli.checkpoint import RunCheckpoints
 from dlcli.config import DATASETS, load_config
@@ -105,11 +105,7 @@ RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.nam
                "training.steps_per_dispatch=10", "training.batch_size=32", "model.dropout=0.2",
                "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
                "training.gradient_flow=true")
-RESUME_SEQ2SEQ = ("model.name=transformer_seq2seq", "model.width=16", "model.heads=2", "model.layers=1",
-                  "model.context=6", "model.dropout=0.2", "model.attention_dropout=0.1", "data.name=reverse",
-                  "data.max_length=5", "data.n_train=2048", "data.n_val=128", "data.n_test=128", "training.steps=300",
-                  "training.eval_every=50", "training.steps_per_dispatch=10", "training.batch_size=32",
-                  "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
+RESUME_SEQ2SEQ = (*TINY_SEQ2SEQ, "training.steps=200", "training.eval_every=50")
 
 
 @pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ], ids=["mlp", "lstm", "transformer_seq2seq"])

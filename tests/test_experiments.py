@@ -19,9 +19,25 @@ def test_experiments_exist():
     assert {p.stem for p in EXPERIMENTS} >= {"mlp_digits", "mlp_mnist", "cnn_mnist"}
 
 
+@pytest.fixture(scope="module")
+def short_text(tmp_path_factory) -> Path:
+    """The first 20,000 characters of tiny shakespeare."""
+    path = tmp_path_factory.mktemp("text") / "short.txt"
+    path.write_text((SHARED_DATA / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    return path
+
+
+def smoke_overrides(path: Path, short_text: Path) -> list[str]:
+    """TINY, plus 64 examples per split of a generated dataset, or a short text."""
+    data = load_config(path).data
+    small = [f"data.{field}=64" for field in ("n_train", "n_val", "n_test") if hasattr(data, field)]
+    text = [f"data.path={short_text}"] if data.name == "text" else []
+    return [*TINY, *small, *text]
+
+
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
-def test_experiment_smoke(path: Path, tmp_path):
-    cfg = load_config(path, TINY)
+def test_experiment_smoke(path: Path, tmp_path, short_text):
+    cfg = load_config(path, smoke_overrides(path, short_text))
     assert cfg.name == path.stem
     summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
     assert summary["steps"] == 4

@@ -4,7 +4,7 @@
 - `copy_memory`: the copy task of Arjovsky et al. (2016), one label per step;
 - `forecast`: multi-step forecasting of a noisy sum of sines;
 - `varlen_parity`: parity of ±1 bits in sequences of random length (padded);
-- `associative_recall`: key-value pairs, then a query key: recall its value.
+- `associative_recall`: key-value pairs, then query keys: recall each one's value.
 
 Each split is drawn from its own stream of (seed, split), so the splits never share an
 example by construction. Each task also names the baseline a model must beat and
@@ -186,15 +186,17 @@ class VarlenParityConfig(SequenceConfig):
 @DATASETS.register("associative_recall")
 @dataclasses.dataclass
 class AssociativeRecallConfig(SequenceConfig):
-    """Tokens: 0 the query marker, 1..keys the keys, keys+1..keys+values the values. The
-    input lists `pairs` key-value pairs (distinct keys, k1 v1 k2 v2 ...), then the marker
-    and one of the keys; the label is the value that followed that key. Both order
-    (which value follows which key) and long-range context (the pair may be the first
-    one) matter."""
+    """Multi-query associative recall (as in Arora et al. 2023). Tokens: 0 the separator,
+    1..keys the keys, keys+1..keys+values the values. The input lists `pairs` key-value
+    pairs (distinct keys, k1 v1 k2 v2 ...), the separator, then `queries` of those keys;
+    each query is labelled with the value that followed its key (every other step -1).
+    Both order (a value belongs to the key before it) and long-range context (the pair
+    asked for may be the first one) matter."""
 
-    summary: ClassVar[str] = "associative recall: key-value pairs, then a query key; classify its value"
+    summary: ClassVar[str] = "associative recall: key-value pairs, then query keys; recall each one's value"
     name: str = "associative_recall"
     pairs: int = bounded(16, low=1, high=10_000)
+    queries: int = bounded(8, low=1, high=10_000)
     keys: int = bounded(16, low=1, high=10_000)
     values: int = bounded(16, low=2, high=10_000)
 
@@ -205,23 +207,26 @@ class AssociativeRecallConfig(SequenceConfig):
 
     @property
     def length(self) -> int:
-        return 2 * self.pairs + 2
+        return 2 * self.pairs + 1 + self.queries
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo((self.length,), self.values, "classification", sequence=True,
+        return DatasetInfo((self.length,), self.values, "token_classification", sequence=True,
                            vocab_size=1 + self.keys + self.values)
 
     def generate(self, rng: np.random.Generator, n: int):
-        """x inputs (n, 2 pairs + 2) int32, y (n,) the queried value, 0..values-1."""
+        """x inputs (n, 2 pairs + 1 + queries) int32, y (n, same) the queried values, -1 elsewhere."""
         keys = np.argsort(rng.random((n, self.keys)), axis=1)[:, : self.pairs] + 1
         values = rng.integers(0, self.values, (n, self.pairs))
-        query = rng.integers(0, self.pairs, n)
-        rows = np.arange(n)
+        asked = rng.integers(0, self.pairs, (n, self.queries))
+        rows = np.arange(n)[:, None]
         inputs = np.zeros((n, self.length), np.int32)
-        inputs[:, 0:-2:2], inputs[:, 1:-2:2] = keys, values + self.keys + 1
-        inputs[:, -1] = keys[rows, query]
-        return self.full_length(inputs), values[rows, query].astype(np.int32)
+        inputs[:, 0: 2 * self.pairs: 2], inputs[:, 1: 2 * self.pairs: 2] = keys, values + self.keys + 1
+        inputs[:, 2 * self.pairs + 1:] = keys[rows, asked]
+        labels = np.full((n, self.length), -1, np.int32)
+        labels[:, 2 * self.pairs + 1:] = values[rows, asked]
+        return self.full_length(inputs), labels
 
     def baseline(self, splits: Splits) -> tuple[str, dict[str, float]]:
         _, y = splits.test
-        return "most frequent value", {"test/accuracy": float(np.bincount(y, minlength=self.values).max() / len(y))}
+        asked = y[y >= 0]
+        return "most frequent value", {"test/accuracy": float(np.bincount(asked, minlength=self.values).max() / len(asked))}

@@ -343,6 +343,7 @@ class VisionTransformer(nnx.Module):
         return grid.reshape(batch, (height // p) * (width // p), p * p * channels)
 
     def __call__(self, images: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """images (B, H, W, C) -> logits (B, K)."""
         h = self.patch_embedding(self.patches(images))
         h, lengths = self.encoder(h, jnp.full(h.shape[0], h.shape[1]), rngs=rngs)
         return self.head(pool(h, lengths, self.pooling))
