@@ -2,11 +2,11 @@
 checkpoint, or a sequence-to-sequence model's greedy answer to one source string.
 
 The model is rebuilt from the run folder alone (config.yaml, vocab.json for a text
-corpus, a checkpoint; the training text is not needed). The prompt is fed one step at a time through the
-model's `step` (for a recurrent model, its carried state), then each next character is
-drawn from softmax(logits / temperature), optionally among the `top_k` most likely;
-temperature 0 always takes the most likely one. Prompt and generation are one compiled
-`lax.scan` each.
+corpus, a checkpoint; the training text is not needed). The prompt is fed one step at a
+time through the model's `step` (for a recurrent model, its carried state), then each
+next character is drawn from softmax(logits / temperature), optionally among the
+`top_k` most likely; temperature 0 always takes the most likely one. Prompt and
+generation are one compiled `lax.scan` each.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from dlcli.data.text import decode, encode
@@ -71,10 +70,7 @@ def _translate(cfg, run_dir: Path, prompt: str, checkpoint: str, **sampling) -> 
         raise BadInput(f"the prompt has {len(source)} characters but {cfg.data.name!r} sources have at most "
                        f"{info.input_shape[0]}; shorten it")
     model, step = restore_model(cfg, run_dir, info, checkpoint)
-    inputs = np.zeros((1, info.input_shape[0]), np.int32)
-    inputs[0, : len(source)] = source
-    x = {"inputs": inputs, "lengths": np.array([len(source)], np.int32),
-         "targets_in": np.zeros((1, info.target_length), np.int32)}
+    x, _ = cfg.data.arrays([prompt], [""])  # the source as the dataset encodes it; no target
     tokens = jax.device_get(nnx.jit(lambda m, x: m.greedy_decode(x))(model, x))[0]
     return {"run_dir": str(run_dir), "checkpoint": step, "prompt": prompt, "text": cfg.data.decode(tokens.tolist()),
             "decoding": "greedy"}

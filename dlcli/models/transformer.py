@@ -207,11 +207,13 @@ class Decoder(nnx.Module):
         inside the example's length."""
         positions = jnp.arange(h.shape[1])
         mask = causal_mask(h.shape[1]) & key_mask(lengths, h.shape[1])
-        memory_mask = None if memory is None else key_mask(memory_lengths, memory.shape[1])
+        if memory is None:
+            kv, memory_mask = [None] * len(self.blocks), None
+        else:
+            kv, memory_mask = self.memory(memory), key_mask(memory_lengths, memory.shape[1])
         h = self.dropout(self.positions(h, positions), rngs=rngs)
-        for block in self.blocks:
-            kv = block.cross_attention.project_memory(memory) if block.cross else None
-            h = block(h, mask, positions, kv, memory_mask, rngs=rngs)
+        for block, block_kv in zip(self.blocks, kv):
+            h = block(h, mask, positions, block_kv, memory_mask, rngs=rngs)
         return self.final_norm(h)
 
     def initial_carry(self, batch: int) -> tuple[list[Cache], jax.Array]:
@@ -221,7 +223,7 @@ class Decoder(nnx.Module):
 
     def memory(self, memory: jax.Array) -> list[Cache]:
         """The encoder's output (B, S, W) -> each block's cross-attention keys and values,
-        computed once for a whole generation."""
+        computed once for a whole sequence or generation."""
         return [block.cross_attention.project_memory(memory) for block in self.blocks]
 
     def step(self, carry, h: jax.Array, memory: list[Cache] | None = None, memory_mask: jax.Array | None = None):
@@ -299,17 +301,20 @@ class TransformerSeq2Seq(nnx.Module):
 
     def __call__(self, x: dict, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """x {"inputs": (B, S), "lengths": (B,), "targets_in": (B, T)} -> logits (B, T, V)."""
-        memory = self.encode(x, rngs)
+        return self.teacher_forced(x, self.encode(x, rngs), rngs)
+
+    def teacher_forced(self, x: dict, encoded: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """`__call__` given the encoder's output (B, S, W) of x's source."""
         targets_in = x["targets_in"]
         full = jnp.full(targets_in.shape[0], targets_in.shape[1])
-        h = self.decoder(self.embedding(targets_in), full, memory, x["lengths"], rngs=rngs)
-        return self.head(h)
+        return self.head(self.decoder(self.embedding(targets_in), full, encoded, x["lengths"], rngs=rngs))
 
-    def greedy_decode(self, x: dict) -> jax.Array:
+    def greedy_decode(self, x: dict, encoded: jax.Array | None = None) -> jax.Array:
         """x {"inputs": (B, S), "lengths": (B,), "targets_in": (B, T)} (only the shape of
         targets_in is read) -> (B, T) token ids, each the most likely given the source and
-        the tokens before it; one cached decoder step per token."""
-        memory = self.decoder.memory(self.encode(x))
+        the tokens before it; one cached decoder step per token. `encoded`, the encoder's
+        output for x's source, is computed here unless given."""
+        memory = self.decoder.memory(self.encode(x) if encoded is None else encoded)
         memory_mask = key_mask(x["lengths"], x["inputs"].shape[1])
         batch, steps = x["targets_in"].shape
 

@@ -96,7 +96,8 @@ class SequenceToSequence(TokenClassification):
     kind: str = "sequence_to_sequence"
 
     def eval_outputs(self, model, x):
-        return model(x), model.greedy_decode(x)
+        encoded = model.encode(x)  # once, for both decodings
+        return model.teacher_forced(x, encoded), model.greedy_decode(x, encoded)
 
     def eval_sums(self, outputs, labels, mask):
         logits, decoded = outputs
