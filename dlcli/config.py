@@ -53,6 +53,26 @@ class TaskConfig:
 
 
 @dataclasses.dataclass
+class AnalysisConfig:
+    """What an autoencoder run measures after training, beside its test metrics.
+
+    `normal_classes`: train and validate on these classes only, then score every test
+    image by its reconstruction error and report the AUROC of telling the other classes
+    apart (anomaly detection); `ood_dataset`: also score that dataset's test split as
+    out-of-distribution; `pca`: the test reconstruction error of PCA with as many
+    components as the code; `linear_probe`: the test accuracy of a logistic regression
+    on the frozen codes (and on the PCA codes when `pca`), fit on up to `probe_examples`
+    training codes.
+    """
+
+    normal_classes: list[int] | None = bounded(None, low=0)
+    ood_dataset: str | None = None
+    pca: bool = False
+    linear_probe: bool = False
+    probe_examples: int = bounded(60000, low=10)
+
+
+@dataclasses.dataclass
 class OptimizerConfig:
     """An optax optimizer. `weight_decay` is decoupled for adamw and L2 for the others."""
 
@@ -134,14 +154,24 @@ class ExperimentConfig:
     schedule: ScheduleConfig = section(ScheduleConfig)
     training: TrainingConfig = section(TrainingConfig)
     checkpoint: CheckpointConfig = section(CheckpointConfig)
+    analysis: AnalysisConfig = section(AnalysisConfig)
 
     def validate(self, path: str) -> None:
         info = self.data.info()
+        model_kind = getattr(self.model, "task_kind", None)
+        if model_kind is not None:
+            self._check_autoencoder(info)
+        elif self.analysis != AnalysisConfig():
+            raise BadInput(f"the analysis section applies to autoencoder runs, not {self.model.name!r}; remove it")
+        if self.task.name is not None and model_kind is not None:
+            raise BadInput(f"model {self.model.name!r} always reconstructs its input; remove task.name")
         if self.task.name is not None and self.task.name != info.kind:
             raise BadInput(f"task.name is {self.task.name!r} but dataset {self.data.name!r} is a {info.kind} dataset; "
                            f"set task.name: {info.kind} (or leave it out)")
         self.model.check_input(info)
-        valid = [f"val/{name}" for name in METRIC_NAMES[self.task_kind]]
+        if hasattr(self.model, "check_data"):
+            self.model.check_data(self.data)
+        valid = [f"val/{name}" for name in (*METRIC_NAMES[self.task_kind], *getattr(self.model, "metrics", ()))]
         if self.monitor not in valid:
             raise BadInput(f"training.monitor {self.monitor!r} is not a validation metric of a {self.task_kind} task; "
                            f"choose one of: {', '.join(valid)}")
@@ -149,13 +179,37 @@ class ExperimentConfig:
             raise BadInput(f"training.gradient_flow needs a recurrent model (rnn, lstm, gru), not {self.model.name!r}; "
                            "set training.gradient_flow: false")
 
+    def _check_autoencoder(self, info: DatasetInfo) -> None:
+        if getattr(self.data, "normalize", None) != "unit" and getattr(self.data, "binarize", None) is None:
+            raise BadInput(f"model {self.model.name!r} reconstructs values in [0, 1] but data {self.data.name!r} is "
+                           "standardised; set data.normalize: unit (or data.binarize: 0.5)")
+        classes = self.analysis.normal_classes
+        if classes is not None:
+            if info.kind != "classification":
+                raise BadInput(f"analysis.normal_classes needs a labelled image dataset; {self.data.name!r} is a "
+                               f"{info.kind} dataset")
+            outside = sorted(c for c in classes if c >= info.n_outputs)
+            if outside:
+                raise BadInput(f"analysis.normal_classes has {outside}, but {self.data.name!r} has classes "
+                               f"0..{info.n_outputs - 1}; pick classes in that range")
+            if not classes or len(set(classes)) == info.n_outputs:
+                which = "no class" if not classes else "every class"
+                raise BadInput(f"analysis.normal_classes names {which}, so no test image could be an anomaly; "
+                               f"name some but not all of the classes 0..{info.n_outputs - 1} (e.g. [0])")
+        if self.analysis.ood_dataset is not None:
+            other = DATASETS.get(self.analysis.ood_dataset)().info()
+            if tuple(other.input_shape) != tuple(info.input_shape):
+                raise BadInput(f"analysis.ood_dataset {self.analysis.ood_dataset!r} has inputs of shape "
+                               f"{other.input_shape}, the training data {info.input_shape}; pick a dataset of the "
+                               "same shape (mnist, fashion_mnist)")
+
     @property
     def info(self) -> DatasetInfo:
         return self.data.info()
 
     @property
     def task_kind(self) -> str:
-        return self.task.name or self.info.kind
+        return getattr(self.model, "task_kind", None) or self.task.name or self.info.kind
 
     @property
     def monitor(self) -> str:
@@ -247,12 +301,13 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
 
 METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse"),
                 "token_classification": ("loss", "accuracy", "bits_per_token"),
-                "sequence_to_sequence": ("exact_match", "loss", "accuracy", "bits_per_token")}
+                "sequence_to_sequence": ("exact_match", "loss", "accuracy", "bits_per_token"),
+                "reconstruction": ("loss", "mse", "psnr")}
 
 
 def higher_is_better(metric: str) -> bool:
-    """Whether a metric improves upwards (accuracies, exact match) rather than downwards (losses, errors)."""
-    return metric.endswith(("accuracy", "exact_match"))
+    """Whether a metric improves upwards (accuracies, exact match, PSNR, AUROC) rather than downwards (losses, errors)."""
+    return metric.endswith(("accuracy", "exact_match", "psnr", "auroc"))
 
 
 def check_metric(metric: str, kind: str, option: str, extra_evals: tuple[str, ...] = ()) -> None:

@@ -77,3 +77,61 @@ def _save(plt, fig, ax, out: Path, title: str, xlabel: str, ylabel: str, *, log_
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+def image_grid(rows: list[np.ndarray], out: Path, labels: list[str] | None = None, title: str | None = None) -> None:
+    """Rows of images (each (n, H, W, C) in [0, 1]), one row per array, into one PNG;
+    `labels` name the rows on the left."""
+    plt, _, _ = _axes()
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.9 * n_cols + (1.2 if labels else 0), 0.9 * n_rows + 0.4),
+                             dpi=100, squeeze=False)
+    for i, images in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(images):
+                ax.imshow(np.clip(images[j][..., 0], 0, 1), cmap="gray", vmin=0, vmax=1)
+        if labels:
+            axes[i, 0].set_ylabel(labels[i], rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def square_grid(images: np.ndarray, out: Path, title: str | None = None) -> None:
+    """(n, H, W, C) images in [0, 1] tiled into a near-square PNG."""
+    columns = int(np.ceil(np.sqrt(len(images))))
+    image_grid([images[i: i + columns] for i in range(0, len(images), columns)], out, title=title)
+
+
+def code_scatter(points: np.ndarray, labels: np.ndarray, out: Path, title: str, axis_names: tuple[str, str]) -> None:
+    """(N, 2) points coloured by integer label, one legend entry per label."""
+    plt, fig, ax = _axes()
+    fig.set_size_inches(6.5, 5.5)
+    for label in np.unique(labels):
+        chosen = labels == label
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=3, alpha=0.6, label=str(label))
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title)
+    ax.legend(markerscale=4, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def score_histogram(groups: dict[str, np.ndarray], out: Path, title: str, xlabel: str) -> None:
+    """Overlaid density histograms of scores, one per named group, on shared bins."""
+    plt, fig, ax = _axes()
+    values = np.concatenate(list(groups.values()))
+    bins = np.geomspace(max(values.min(), 1e-6), values.max(), 60)
+    for name, scores in groups.items():
+        ax.hist(np.maximum(scores, 1e-6), bins=bins, density=True, alpha=0.5, label=f"{name} ({len(scores):,})")
+    ax.set_xscale("log")
+    _save(plt, fig, ax, out, title, xlabel, "density", log_y=False)

@@ -64,7 +64,22 @@ def fill(args: list[str], **paths: Path) -> list[str]:
 
 
 # (files to write into {dir}, arguments after `train`, substrings of the error line)
+AE = ["model.name=autoencoder", "data.normalize=unit"]
+
 CONFIG_ERRORS = [
+    pytest.param({}, sets(*AE, "model.code=64"), ["model.code 64 is not narrower than the 64 input values"],
+                 id="bottleneck-wider-than-input"),
+    pytest.param({}, sets(*AE, "analysis.normal_classes=[0,1,2,3,4,5,6,7,8,9]"),
+                 ["analysis.normal_classes names every class"], id="normal-classes-all"),
+    pytest.param({}, sets(*AE, "analysis.normal_classes=[]"), ["analysis.normal_classes names no class"],
+                 id="normal-classes-none"),
+    pytest.param({}, sets(*AE, "model.name=denoising_autoencoder", "model.noise=salt"),
+                 ["model.noise must be one of: gaussian, masking; got 'salt'"], id="unknown-noise"),
+    pytest.param({}, sets("model.name=vae"), ["set data.normalize: unit"], id="autoencoder-on-standardised-data"),
+    pytest.param({}, sets("analysis.pca=true"), ["the analysis section applies to autoencoder runs"],
+                 id="analysis-on-a-classifier"),
+    pytest.param({}, sets("model.name=encoder_classifier", "model.autoencoder_run={dir}"),
+                 ["is not a dlcli run folder with checkpoints"], id="finetune-without-autoencoder-run"),
     pytest.param({}, ["{dir}/missing.yaml"], ["missing.yaml does not exist"], id="missing-config-file"),
     pytest.param({"bad.yaml": "model: [mlp\n"}, ["{dir}/bad.yaml"], ["bad.yaml is not valid YAML at line 2"],
                  id="malformed-yaml"),
@@ -262,6 +277,17 @@ SAMPLE_ERRORS = [
 @pytest.mark.parametrize("args, needles", SAMPLE_ERRORS)
 def test_sample_error(language_model, args, needles):
     error_line(language_model, ["sample", str(language_model), *args], needles)
+
+
+def test_autoencoder_commands_on_a_classifier_run(trained_run, tmp_path):
+    error_line(trained_run, ["embed", str(trained_run), "--out", str(tmp_path / "c.npz")],
+               ["trained 'mlp', which has no code to export", "needs an autoencoder run"])
+    error_line(trained_run, ["sample", str(trained_run), "--n", "4", "--out", str(tmp_path / "g.png")],
+               ["trained 'mlp', which does not draw images"])
+    error_line(trained_run, ["train", "--run-dir", str(tmp_path / "ft"), *sets(
+        "model.name=encoder_classifier", f"model.autoencoder_run={trained_run}")],
+        ["trained 'mlp', not an autoencoder"])
+    assert not (tmp_path / "c.npz").exists() and not (tmp_path / "g.png").exists() and not (tmp_path / "ft").exists()
 
 
 def test_sample_from_a_run_that_is_not_a_language_model(trained_run):

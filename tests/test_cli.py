@@ -77,7 +77,11 @@ def test_listing_commands():
                          .model.param_count(DATASETS.get(dataset)().info())
                          for name, dataset in [("transformer_decoder", "copy_memory"), ("vit", "digits"),
                                                ("transformer_encoder", "associative_recall"),
-                                               ("transformer_seq2seq", "reverse")]}}
+                                               ("transformer_seq2seq", "reverse")]},
+                      **{name: load_config(None, [f"model.name={name}", "data.name=mnist", "data.normalize=unit"])
+                         .model.param_count(mnist)
+                         for name in ("autoencoder", "denoising_autoencoder", "sparse_autoencoder", "vae")},
+                      "encoder_classifier": None}  # its size is that of the autoencoder run it starts from
     datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
     assert set(datasets) == set(DATASETS.names()) >= {"digits", "mnist", "fashion_mnist", "moons", "spirals",
                                                        "regression1d", "sawtooth", "parity", "adding", "copy_memory",
@@ -106,9 +110,13 @@ RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.nam
                "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
                "training.gradient_flow=true")
 RESUME_SEQ2SEQ = (*TINY_SEQ2SEQ, "training.steps=200", "training.eval_every=50")
+RESUME_VAE = ("model.name=vae", "data.normalize=unit", "model.hidden=[32]", "model.code=4", "training.steps=600",
+              "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
+              "training.restore_best=false", "model.kl_warmup_steps=300")
 
 
-@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ], ids=["mlp", "lstm", "transformer_seq2seq"])
+@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ, RESUME_VAE],
+                         ids=["mlp", "lstm", "transformer_seq2seq", "vae"])
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, overrides):
     total = load_config(None, list(overrides)).training.steps
     reference = train_json("--run-dir", str(tmp_path / "whole"), *sets(*overrides))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcli.config import load_config
+from dlcli.config import load_config, read_yaml
 from dlcli.train.loop import fit, read_vocab
 
 from conftest import REPO, SHARED_DATA, TINY
@@ -27,17 +27,26 @@ def short_text(tmp_path_factory) -> Path:
     return path
 
 
-def smoke_overrides(path: Path, short_text: Path) -> list[str]:
-    """TINY, plus 64 examples per split of a generated dataset, or a short text."""
-    data = load_config(path).data
-    small = [f"data.{field}=64" for field in ("n_train", "n_val", "n_test") if hasattr(data, field)]
-    text = [f"data.path={short_text}"] if data.name == "text" else []
-    return [*TINY, *small, *text]
+def smoke_overrides(path: Path, short_text: Path, tmp_path: Path) -> list[str]:
+    """TINY, plus 64 examples per split of a generated dataset, or a short text; a
+    linear probe on 200 codes; a fine-tuning run starts from a smoke run of its autoencoder."""
+    model = read_yaml(path).get("model", {})
+    pretrained = []
+    if model.get("name") == "encoder_classifier":  # its config is valid once the autoencoder run exists
+        source = REPO / "experiments" / f"{Path(model['autoencoder_run']).name}.yaml"
+        source_cfg = load_config(source, smoke_overrides(source, short_text, tmp_path))
+        fit(source_cfg, tmp_path / "pretrained", data_dir=SHARED_DATA, show_progress=False)
+        pretrained = [f"model.autoencoder_run={tmp_path / 'pretrained'}"]
+    cfg = load_config(path, pretrained)
+    small = [f"data.{field}=64" for field in ("n_train", "n_val", "n_test") if hasattr(cfg.data, field)]
+    text = [f"data.path={short_text}"] if cfg.data.name == "text" else []
+    probe = ["analysis.probe_examples=200"] if cfg.analysis.linear_probe else []
+    return [*TINY, *small, *text, *probe, *pretrained]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_smoke(path: Path, tmp_path, short_text):
-    cfg = load_config(path, smoke_overrides(path, short_text))
+    cfg = load_config(path, smoke_overrides(path, short_text, tmp_path))
     assert cfg.name == path.stem
     summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
     assert summary["steps"] == 4

@@ -127,7 +127,7 @@ def test_gradient_flow_probe_is_the_gradient_with_respect_to_each_hidden_state()
     assert norms[-1] == pytest.approx(expected_last, rel=1e-4)
 
     def loss_with_probe(probe):
-        return exp.steps.task.loss(model(x, probe=probe), y)[0]
+        return exp.steps.task.loss(model(x, probe=probe), y, 0)[0]
 
     probe = jnp.zeros((x["inputs"].shape[0], 7, 6))
     direction = jax.grad(loss_with_probe)(probe)[:, 0] / norms[0]  # unit step along d(loss)/d(h_1)
@@ -176,7 +176,7 @@ def test_token_classification_ignores_padding_labels():
     task = TokenClassification(3)
     logits = jax.random.normal(jax.random.key(0), (2, 4, 3))
     labels = jnp.array([[0, 1, 2, -1], [2, 2, -1, -1]])
-    loss, metrics = task.loss(logits, labels)
+    loss, metrics = task.loss(logits, labels, 0)
     kept = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     expected = np.mean([-jax.nn.log_softmax(logits[b, t])[labels[b, t]] for b, t in kept])
     assert float(loss) == pytest.approx(expected, rel=1e-5)

@@ -54,7 +54,7 @@ def _exit_now(code: int) -> None:
 def main() -> None:
     """Entry point: usage errors (an unknown option, a value of the wrong type) are one
     line on stderr with exit code 2, like every other bad input."""
-    from dlcli.cli import catalog, compare, evaluate, sample, sweep, train  # noqa: F401  (registers the commands)
+    from dlcli.cli import catalog, compare, embed, evaluate, sample, sweep, train  # noqa: F401  (registers the commands)
     from dlcli.console import error
 
     try:

@@ -17,7 +17,8 @@ def models_command(as_json: bool = JsonOption) -> None:
     """List every registered architecture with its default parameter count."""
     from dlcli.config import DATASETS, MODELS
 
-    entries = [{"name": name, "params": spec().param_count(DATASETS.get(spec.reference_dataset)().info()),
+    entries = [{"name": name, "params": None if getattr(spec, "pretrained_from", None)
+                else spec().param_count(DATASETS.get(spec.reference_dataset)().info()),
                 "reference_dataset": spec.reference_dataset, "description": spec.summary}
                for name, spec in MODELS.items()]
     if as_json:
@@ -25,7 +26,8 @@ def models_command(as_json: bool = JsonOption) -> None:
         return
     from dlcli.console import fmt, list_table, stdout
 
-    rows = [(e["name"], f"{fmt(e['params'])} on {e['reference_dataset']}", e["description"]) for e in entries]
+    rows = [(e["name"], f"{fmt(e['params'])} on {e['reference_dataset']}" if e["params"] is not None
+             else "its pre-trained encoder's + head", e["description"]) for e in entries]
     stdout.print(list_table("models (parameters of the default config)", ["name", "parameters", "description"], rows))
 
 

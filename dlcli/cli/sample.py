@@ -1,4 +1,5 @@
-"""`dlcli sample`: text from a language model's run folder, or a sequence-to-sequence model's answer."""
+"""`dlcli sample`: text from a language model's run folder, a sequence-to-sequence
+model's answer, or a grid of images from a generative model (VAE)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from dlcli.cli.options import JsonOption, print_json
 @app.command("sample")
 @reports_errors
 def sample_command(
-    run_dir: Path = typer.Argument(..., help="The run folder of a language model (data.name: text) or of a "
-                                             "sequence-to-sequence model (reverse, sort, addition)."),
-    prompt: str = typer.Option(..., "--prompt", help="Text to start from (only characters of the training text), "
-                                                     "or the source string to translate."),
+    run_dir: Path = typer.Argument(..., help="The run folder of a language model (data.name: text), of a "
+                                             "sequence-to-sequence model (reverse, sort, addition) or of a vae."),
+    prompt: Optional[str] = typer.Option(None, "--prompt",
+                                         help="Text to start from (only characters of the training text), "
+                                              "or the source string to translate."),
+    n: Optional[int] = typer.Option(None, "--n", help="Images to draw from a generative model (with --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The PNG grid of the drawn images."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     length: Optional[int] = typer.Option(None, "--length", help="How many characters to generate [default: 200]."),
     temperature: Optional[float] = typer.Option(None, "--temperature",
                                                 help="Softmax temperature; 0 takes the most likely character "
@@ -28,7 +33,16 @@ def sample_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Generate text: the prompt followed by LENGTH sampled characters, on stdout; for a
-    sequence-to-sequence run, the greedy decoding of the prompt."""
+    sequence-to-sequence run, the greedy decoding of the prompt; for a generative image
+    model, N images from its prior in a PNG grid (--n 64 --out grid.png)."""
+    if n is not None or out is not None:
+        _sample_images(run_dir, n, out, prompt, seed, checkpoint, overwrite, as_json)
+        return
+    if prompt is None:
+        from dlcli.errors import BadInput
+
+        raise BadInput("give --prompt TEXT (language or sequence-to-sequence model) or --n N --out FILE.png "
+                       "(generative image model)")
     from dlcli.generate import sample_run
 
     result = sample_run(run_dir, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed,
@@ -37,3 +51,17 @@ def sample_command(
         print_json(result)
     else:
         typer.echo(result["text"] if "decoding" in result else result["prompt"] + result["text"])
+
+
+def _sample_images(run_dir: Path, n: Optional[int], out: Optional[Path], prompt: Optional[str], seed: int,
+                   checkpoint: str, overwrite: bool, as_json: bool) -> None:
+    from dlcli.analysis import sample_image_grid
+    from dlcli.errors import BadInput
+
+    if n is None or out is None or prompt is not None:
+        raise BadInput("images are drawn with both --n N and --out FILE.png and no --prompt")
+    result = sample_image_grid(run_dir, n=n, out=out, seed=seed, checkpoint=checkpoint, overwrite=overwrite)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"{result['n']} images from step {result['checkpoint']} (seed {seed}) -> {result['out']}")

@@ -16,7 +16,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -49,15 +49,41 @@ MIRRORS = {
 }
 
 
+class PixelScaling:
+    """How pixel values reach the model (fields `normalize` and `binarize` of each image
+    dataset): `normalize: standard` (the training set's mean 0 and standard deviation 1)
+    or `unit` (values in [0, 1], which autoencoders need); `binarize: T` makes every
+    value 1 if it is above T (of [0, 1]) and 0 otherwise (static binarisation, for
+    Bernoulli likelihoods)."""
+
+    normalize: str
+    binarize: float | None
+
+    def scale(self, splits: Splits) -> Splits:
+        """Splits with values in [0, 1] -> scaled as configured."""
+        if self.binarize is not None:
+            def threshold(part):
+                return (part[0] > self.binarize).astype(np.float32), part[1]
+
+            return Splits(splits.info, threshold(splits.train), threshold(splits.val), threshold(splits.test))
+        return standardize(splits) if self.normalize == "standard" else splits
+
+
+Normalize = Literal["standard", "unit"]
+BINARIZE = dict(low=0.0, high=1.0, low_open=True, high_open=True)
+
+
 @DATASETS.register("digits")
 @dataclasses.dataclass
-class DigitsConfig:
+class DigitsConfig(PixelScaling):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download)."""
 
     summary: ClassVar[str] = "8x8 handwritten digits bundled with scikit-learn (1,797 images, 10 classes)"
     name: str = "digits"
     val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True)
     test_fraction: float = bounded(0.2, low=0.0, high=0.5, low_open=True)
+    normalize: Normalize = "standard"
+    binarize: float | None = bounded(None, **BINARIZE)
 
     def info(self) -> DatasetInfo:
         return DatasetInfo((8, 8, 1), 10, "classification")
@@ -68,16 +94,18 @@ class DigitsConfig:
         digits = load_digits()
         x = (digits.images / 16.0).astype(np.float32)[..., None]
         y = digits.target.astype(np.int32)
-        return standardize(split_by_fraction(x, y, self.val_fraction, self.test_fraction, self.info()))
+        return self.scale(split_by_fraction(x, y, self.val_fraction, self.test_fraction, self.info()))
 
 
 @dataclasses.dataclass
-class IdxImagesConfig:
+class IdxImagesConfig(PixelScaling):
     """28x28 grayscale images from gzip'd IDX files; the validation set is a fixed
     `val_size` images held out of the official training set."""
 
     name: str
     val_size: int = bounded(5000, low=1, high=30000)
+    normalize: Normalize = "standard"
+    binarize: float | None = bounded(None, **BINARIZE)
 
     def info(self) -> DatasetInfo:
         return DatasetInfo((28, 28, 1), 10, "classification")
@@ -101,7 +129,7 @@ class IdxImagesConfig:
                         (images(x_train[train]), y_train[train].astype(np.int32)),
                         (images(x_train[val]), y_train[val].astype(np.int32)),
                         (images(x_test), y_test.astype(np.int32)))
-        return standardize(splits)
+        return self.scale(splits)
 
 
 @DATASETS.register("mnist")

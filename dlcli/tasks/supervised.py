@@ -14,9 +14,12 @@ import optax
 
 
 class ForwardPass:
-    """Evaluation reads the model's forward pass, as training does."""
+    """Targets are the labels; evaluation reads the model's forward pass, as training does."""
 
-    def eval_outputs(self, model, x):
+    def targets(self, x, y):
+        return y
+
+    def eval_outputs(self, model, x, index):
         return model(x)
 
 
@@ -34,7 +37,7 @@ class Classification(ForwardPass):
         targets = optax.smooth_labels(jax.nn.one_hot(labels, self.n_classes), self.label_smoothing)
         return optax.softmax_cross_entropy(logits, targets)
 
-    def loss(self, logits, labels):
+    def loss(self, logits, labels, step):
         loss = self._cross_entropy(logits, labels).mean()
         accuracy = (logits.argmax(-1) == labels).mean()
         return loss, {"loss": loss, "accuracy": accuracy}
@@ -70,7 +73,7 @@ class TokenClassification(ForwardPass):
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
         return loss * valid, (logits.argmax(-1) == safe) * valid, valid
 
-    def loss(self, logits, labels):
+    def loss(self, logits, labels, step):
         losses, correct, valid = self._per_token(logits, labels)
         count = jnp.maximum(valid.sum(), 1)
         loss = losses.sum() / count
@@ -95,7 +98,7 @@ class SequenceToSequence(TokenClassification):
 
     kind: str = "sequence_to_sequence"
 
-    def eval_outputs(self, model, x):
+    def eval_outputs(self, model, x, index):
         encoded = model.encode(x)  # once, for both decodings
         return model.teacher_forced(x, encoded), model.greedy_decode(x, encoded)
 
@@ -115,7 +118,7 @@ class Regression(ForwardPass):
 
     kind: str = "regression"
 
-    def loss(self, predictions, targets):
+    def loss(self, predictions, targets, step):
         error = predictions - targets
         loss = jnp.mean(error**2)
         return loss, {"loss": loss, "mae": jnp.mean(jnp.abs(error))}

@@ -34,7 +34,8 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     exp.load_pure_state(state)
     if shift:
         x, y = exp.splits.split(split)
-        batches = EvalBatches(shift_images(x, shift), y, cfg.training.eval_batch_size)
+        shifted = shift_images(x, shift)
+        batches = EvalBatches(shifted, exp.steps.task.targets(shifted, y), cfg.training.eval_batch_size)
     else:
         batches = exp.eval_batches(split)
     values, sums = exp.steps.evaluate(batches)

@@ -38,7 +38,7 @@ class Experiment:
         """The split staged on the device (once) in evaluation batches."""
         if split not in self._staged:
             x, y = self.splits.split(split)
-            self._staged[split] = EvalBatches(x, y, self.cfg.training.eval_batch_size)
+            self._staged[split] = EvalBatches(x, self.steps.task.targets(x, y), self.cfg.training.eval_batch_size)
         return self._staged[split]
 
     def pure_state(self) -> dict:
@@ -53,6 +53,10 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
     """Load the data, build model and optimizer from `cfg.seed`; raises `BadInput` for
     data that is missing or does not fit the training settings."""
     splits = cfg.data.load(data_dir)
+    if cfg.analysis.normal_classes is not None:  # anomaly detection: learn the normal classes only
+        from dlcli.analysis import restrict_to_classes
+
+        splits = restrict_to_classes(splits, cfg.analysis.normal_classes)
     n_train = num_examples(splits.train[0])
     batch = cfg.training.batch_size
     if batch > n_train:
@@ -63,9 +67,10 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
 
     info = splits.info
     model, optimizer, schedule = build_model(cfg, info, total)
-    task = make_task(cfg.task_kind, info.n_outputs, cfg.task.label_smoothing)
+    task = make_task(cfg)
     steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)
     x_train, y_train = (jax.device_put(a) for a in splits.train)
+    y_train = task.targets(x_train, y_train)
     return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 from dlcli.checkpoint import RunCheckpoints, has_checkpoint
 from dlcli.config import ExperimentConfig, read_run_config, resolved_yaml
@@ -77,20 +78,20 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
     checkpoints = checkpoints or open_checkpoints(cfg, run_dir)
     log = MetricsLog(run_dir, resume_step=step if resume else None)
     try:
-        return _train(exp, run_dir, checkpoints, log, book, step, show_progress)
+        return _train(exp, run_dir, checkpoints, log, book, step, show_progress, data_dir)
     finally:
         checkpoints.close()
         log.close()
 
 
 def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog,
-           book: Bookkeeping, step: int, show_progress: bool) -> dict:
+           book: Bookkeeping, step: int, show_progress: bool, data_dir: Path) -> dict:
     cfg, steps = exp.cfg, exp.steps
     training = cfg.training
     start_time = time.perf_counter()
     eval_every = training.eval_every or exp.steps_per_epoch
     sampler = EpochSampler(num_examples(exp.splits.train[0]), training.batch_size, cfg.seed)
-    metric_name = "mae" if cfg.task_kind == "regression" else "accuracy"
+    metric_name = {"regression": "mae", "reconstruction": "mse"}.get(cfg.task_kind, "accuracy")
     # a resumed run that had already stopped early stays stopped
     stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
@@ -127,12 +128,13 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
             if progress and stopped_early:
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
     checkpoints.wait()
-    return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time)
+    return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time, data_dir)
 
 
 def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,
-            stopped_early: bool, wall_s: float) -> dict:
-    """Restore the best checkpoint if asked, measure val and test, write summary.json."""
+            stopped_early: bool, wall_s: float, data_dir: Path) -> dict:
+    """Restore the best checkpoint if asked, measure val and test (and an autoencoder's
+    analyses, see `dlcli.analysis`), write summary.json."""
     cfg = exp.cfg
     final_record = next((r for r in reversed(read_metrics(run_dir)) if r["step"] == step), {})
     evaluated = book.best_step if cfg.training.restore_best else step
@@ -148,12 +150,20 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         if split == "test" and "confusion" in sums:
             confusion = np.asarray(sums["confusion"]).tolist()
     metrics.update({f"final/{k}": v for k, v in final_record.items() if k.startswith(("train/", "val/"))})
+    analysis = {}
+    if cfg.task_kind == "reconstruction":
+        from dlcli.analysis import analyse
+
+        model, _ = nnx.merge(exp.steps.eval_graphdef, exp.steps.state)
+        analysis = analyse(cfg, exp.splits, model, exp.steps.task, run_dir, data_dir)
+        metrics.update(analysis.pop("metrics"))
     summary = {
         "run_dir": str(run_dir), "name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name,
         "params": exp.params, "steps": step, "epochs": round(step / exp.steps_per_epoch, 3),
         "best_step": book.best_step, "monitor": cfg.monitor, "best_value": book.best_value,
         "evaluated_checkpoint": evaluated, "stopped_early": stopped_early,
         "metrics": metrics, "confusion": confusion, **_baseline(exp), **_gradient_flow(run_dir),
+        **({"analysis": analysis} if analysis else {}),
         "wall_s": round(wall_s, 3), "compile_s": round(exp.steps.compile_s, 3),
         "device": jax.devices()[0].platform,
     }

@@ -51,8 +51,9 @@ class CompiledSteps:
             x_batch, y_batch = jax.tree.map(lambda a: a[indices], x), y[indices]
 
             def loss_fn(model):
-                rngs = nnx.Rngs(dropout=dropout_key)  # made inside the differentiated trace, as NNX requires
-                return self.task.loss(model(x_batch, rngs=rngs), y_batch)
+                # made inside the differentiated trace, as NNX requires; `noise` feeds corruption and latent samples
+                rngs = nnx.Rngs(dropout=dropout_key, noise=jax.random.fold_in(dropout_key, 1))
+                return self.task.loss(model(x_batch, rngs=rngs), y_batch, step)
 
             (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
             optimizer.update(model, grads)
@@ -64,11 +65,11 @@ class CompiledSteps:
             return state, jax.tree.map(lambda a: a[None], metrics)
         return jax.lax.scan(one_step, state, (batch_indices, steps))
 
-    def _eval_batches_fn(self, state, x, y, mask):
-        """x (NB, B, ...), y (NB, B, ...), mask (NB, B) -> the task's sums over all rows."""
+    def _eval_batches_fn(self, state, x, y, mask, index):
+        """x (NB, B, ...), y (NB, B, ...), mask and example index (NB, B) -> the task's sums over all rows."""
         model, _ = nnx.merge(self.eval_graphdef, state)
-        per_batch = jax.lax.map(lambda b: self.task.eval_sums(self.task.eval_outputs(model, b[0]), b[1], b[2]),
-                                (x, y, mask))
+        per_batch = jax.lax.map(lambda b: self.task.eval_sums(self.task.eval_outputs(model, b[0], b[3]), b[1], b[2]),
+                                (x, y, mask, index))
         return jax.tree.map(lambda a: a.sum(axis=0), per_batch)
 
     def _gradient_flow_fn(self, state, x, y):
@@ -77,7 +78,7 @@ class CompiledSteps:
         model, _ = nnx.merge(self.eval_graphdef, state)
         inputs = x["inputs"]
         probe = jnp.zeros((inputs.shape[0], inputs.shape[1], model.hidden))
-        grads = jax.grad(lambda p: self.task.loss(model(x, probe=p), y)[0])(probe)  # (B, T, H)
+        grads = jax.grad(lambda p: self.task.loss(model(x, probe=p), y, 0)[0])(probe)  # (B, T, H)
         return jnp.sqrt(jnp.sum(grads**2, axis=(0, 2)))
 
     # ----- host-side entry points ---------------------------------------------------
@@ -102,7 +103,7 @@ class CompiledSteps:
 
     def evaluate(self, batches: "EvalBatches") -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """The task's metrics over one staged split, and the raw sums (for a confusion matrix)."""
-        args = (self.state, batches.x, batches.y, batches.mask)
+        args = (self.state, batches.x, batches.y, batches.mask, batches.index)
         sums = jax.device_get(self._compiled("eval", self._eval_batches, *args)(*args))
         return self.task.finalize(sums), sums
 
@@ -115,7 +116,7 @@ class CompiledSteps:
 
 class EvalBatches:
     """One split staged on the device as (NB, B, ...) (every array of a dict of inputs)
-    with a mask for the padding rows."""
+    with a mask for the padding rows and each row's example index."""
 
     def __init__(self, x, y: np.ndarray, batch_size: int):
         n = num_examples(x)
@@ -130,3 +131,4 @@ class EvalBatches:
 
         self.x, self.y = jax.tree.map(stage, x), stage(y)
         self.mask = stage(np.ones(n, np.float32))  # the zero padding rows are masked out
+        self.index = stage(np.arange(n, dtype=np.int32))
