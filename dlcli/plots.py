@@ -55,13 +55,19 @@ def gradient_flow(records: list[dict], out: Path, title: str) -> None:
     _save(plt, fig, ax, out, title, "time step t", "||d loss / d h_t||  (0 drawn at 1e-30)", log_y=True, legend_size=7)
 
 
-def _axes():
-    """pyplot on the Agg backend (no display needed), a new figure and its axes."""
+def _pyplot():
+    """pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _axes():
+    """pyplot, a new figure and its axes."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     return plt, fig, ax
 
@@ -82,7 +88,7 @@ def _save(plt, fig, ax, out: Path, title: str, xlabel: str, ylabel: str, *, log_
 def image_grid(rows: list[np.ndarray], out: Path, labels: list[str] | None = None, title: str | None = None) -> None:
     """Rows of images (each (n, H, W, C) in [0, 1]), one row per array, into one PNG;
     `labels` name the rows on the left."""
-    plt, _, _ = _axes()
+    plt = _pyplot()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.9 * n_cols + (1.2 if labels else 0), 0.9 * n_rows + 0.4),
                              dpi=100, squeeze=False)
@@ -127,11 +133,13 @@ def code_scatter(points: np.ndarray, labels: np.ndarray, out: Path, title: str, 
 
 
 def score_histogram(groups: dict[str, np.ndarray], out: Path, title: str, xlabel: str) -> None:
-    """Overlaid density histograms of scores, one per named group, on shared bins."""
+    """Overlaid histograms of scores, one per named group, on shared logarithmic bins;
+    each bar is the share of its group in the bin, so groups of any size compare."""
     plt, fig, ax = _axes()
     values = np.concatenate(list(groups.values()))
     bins = np.geomspace(max(values.min(), 1e-6), values.max(), 60)
     for name, scores in groups.items():
-        ax.hist(np.maximum(scores, 1e-6), bins=bins, density=True, alpha=0.5, label=f"{name} ({len(scores):,})")
+        ax.hist(np.maximum(scores, 1e-6), bins=bins, weights=np.full(len(scores), 1 / len(scores)), alpha=0.5,
+                label=f"{name} ({len(scores):,})")
     ax.set_xscale("log")
-    _save(plt, fig, ax, out, title, xlabel, "density", log_y=False)
+    _save(plt, fig, ax, out, title, xlabel, "share of the group", log_y=False)

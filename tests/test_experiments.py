@@ -19,6 +19,9 @@ def test_experiments_exist():
     assert {p.stem for p in EXPERIMENTS} >= {"mlp_digits", "mlp_mnist", "cnn_mnist"}
 
 
+SMOKE_RUNS: dict[str, Path] = {}  # experiment -> its smoke run folder, for runs that start from another
+
+
 @pytest.fixture(scope="module")
 def short_text(tmp_path_factory) -> Path:
     """The first 20,000 characters of tiny shakespeare."""
@@ -34,9 +37,11 @@ def smoke_overrides(path: Path, short_text: Path, tmp_path: Path) -> list[str]:
     pretrained = []
     if model.get("name") == "encoder_classifier":  # its config is valid once the autoencoder run exists
         source = REPO / "experiments" / f"{Path(model['autoencoder_run']).name}.yaml"
-        source_cfg = load_config(source, smoke_overrides(source, short_text, tmp_path))
-        fit(source_cfg, tmp_path / "pretrained", data_dir=SHARED_DATA, show_progress=False)
-        pretrained = [f"model.autoencoder_run={tmp_path / 'pretrained'}"]
+        if source.stem not in SMOKE_RUNS:
+            source_cfg = load_config(source, smoke_overrides(source, short_text, tmp_path))
+            fit(source_cfg, tmp_path / "pretrained", data_dir=SHARED_DATA, show_progress=False)
+            SMOKE_RUNS[source.stem] = tmp_path / "pretrained"
+        pretrained = [f"model.autoencoder_run={SMOKE_RUNS[source.stem]}"]
     cfg = load_config(path, pretrained)
     small = [f"data.{field}=64" for field in ("n_train", "n_val", "n_test") if hasattr(cfg.data, field)]
     text = [f"data.path={short_text}"] if cfg.data.name == "text" else []
@@ -49,6 +54,7 @@ def test_experiment_smoke(path: Path, tmp_path, short_text):
     cfg = load_config(path, smoke_overrides(path, short_text, tmp_path))
     assert cfg.name == path.stem
     summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
+    SMOKE_RUNS[path.stem] = tmp_path / "run"
     assert summary["steps"] == 4
     vocab = tmp_path / "run" / "vocab.json"  # a language model's classes come from its text
     info = cfg.data.info(read_vocab(tmp_path / "run")) if vocab.exists() else cfg.info

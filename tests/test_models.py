@@ -37,6 +37,8 @@ def test_output_shape_and_param_count(model_name, dataset, overrides):
 
 def test_every_registered_model_has_a_reference_count():
     for name, spec in MODELS.items():
+        if getattr(spec, "pretrained_from", None):  # sized by the run it starts from: test_autoencoder
+            continue
         info = DATASETS.get(spec.reference_dataset)().info()
         model = spec().build(info, nnx.Rngs(0))
         assert count_params(model) == spec().param_count(info), name

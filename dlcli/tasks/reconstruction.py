@@ -7,7 +7,8 @@ Gaussian. For deterministic autoencoders the Gaussian term is the sum of squared
 of the sigmoid reconstruction; for a VAE it is the true Gaussian NLL with the decoder's
 fixed standard deviation, and the KL term is added with weight beta (training, after
 its linear warm-up) or 1 (evaluation: the negative ELBO, a bound on -log p(x)). A
-sparse autoencoder's penalty is added to the training loss.
+sparse autoencoder's penalty is added to the training loss only: an evaluation's `loss`
+is the reconstruction term (a VAE's: the negative ELBO).
 
 Evaluation reports per example: `mse` (mean squared error of the reconstruction per
 value) and `psnr` (10 log10(1 / mse), the data range being 1) averaged over examples;
