@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import flax
@@ -94,3 +95,35 @@ class DlcliSide:
             exp.steps.train_chunk(exp.x_train, exp.y_train, self.sampler.indices(self.step, self.per_dispatch), self.step)
             self.step += self.per_dispatch
         jax.block_until_ready(exp.steps.state)
+
+
+def alternate(dlcli: DlcliSide, twin, rounds: int, steps: int) -> dict[str, list[float]]:
+    """A warm-up chunk on each side (dlcli's compiles), then `rounds` rounds in which the
+    two sides (`twin` has `label`, `run(n)`) each run `steps` steps, in alternating order;
+    returns the steps/s of every round per side, printing each round with the share of
+    the CPUs other processes used meanwhile."""
+    k = dlcli.per_dispatch
+    start = time.perf_counter()
+    dlcli.run(k)
+    print(f"   warm-up: dlcli first chunk {time.perf_counter() - start:.2f} s "
+          f"(compile {dlcli.exp.steps.compile_s:.2f} s)", end="")
+    start = time.perf_counter()
+    twin.run(k)
+    print(f", torch {k} steps {time.perf_counter() - start:.2f} s")
+
+    rates: dict[str, list[float]] = {"dlcli": [], "torch": []}
+    for r in range(rounds):
+        busy_before, own_before = cpu_seconds()
+        round_start = time.perf_counter()
+        for side in (dlcli, twin) if r % 2 == 0 else (twin, dlcli):
+            start = time.perf_counter()
+            side.run(steps)
+            rates[side.label].append(steps / (time.perf_counter() - start))
+        busy, own = cpu_seconds()
+        others = (busy - busy_before - (own - own_before)) / ((time.perf_counter() - round_start) * os.cpu_count())
+        print(f"   round {r + 1}/{rounds}: dlcli {rates['dlcli'][-1]:8.1f}  torch {rates['torch'][-1]:8.1f} steps/s"
+              f"   (other processes {max(others, 0):.0%} of the CPUs; load {load()})")
+    compiled = dlcli.exp.steps.compiled_shapes
+    if len(compiled) != 1:
+        print(f"   WARNING: dlcli compiled {len(compiled)} executables: {compiled}")
+    return rates

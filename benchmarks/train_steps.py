@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _machine import DlcliSide, allocator, cpu_seconds, load, print_header, write_random_text
+from _machine import DlcliSide, allocator, alternate, load, print_header, write_random_text
 from dlcli.data import Splits, num_examples
 
 COMMON = ["optimizer.name=adam", "optimizer.learning_rate=0.001"]
@@ -205,30 +204,7 @@ def bench_model(name: str, data_dir: Path, rounds: int, steps: int) -> dict:
     print(f"   parameters: dlcli {dlcli.params:,}, torch {twin.params:,}; "
           f"{steps} timed steps per round ({steps // k} dispatches of {k})")
 
-    start = time.perf_counter()
-    dlcli.run(k)
-    print(f"   warm-up: dlcli first chunk {time.perf_counter() - start:.2f} s "
-          f"(compile {dlcli.exp.steps.compile_s:.2f} s)", end="")
-    start = time.perf_counter()
-    twin.run(k)
-    print(f", torch {k} steps {time.perf_counter() - start:.2f} s")
-
-    rates: dict[str, list[float]] = {"dlcli": [], "torch": []}
-    for r in range(rounds):
-        busy_before, own_before = cpu_seconds()
-        round_start = time.perf_counter()
-        for side in (dlcli, twin) if r % 2 == 0 else (twin, dlcli):
-            start = time.perf_counter()
-            side.run(steps)
-            rates[side.label].append(steps / (time.perf_counter() - start))
-        busy, own = cpu_seconds()
-        others = (busy - busy_before - (own - own_before)) / ((time.perf_counter() - round_start) * os.cpu_count())
-        print(f"   round {r + 1}/{rounds}: dlcli {rates['dlcli'][-1]:8.1f}  torch {rates['torch'][-1]:8.1f} steps/s"
-              f"   (other processes {max(others, 0):.0%} of the CPUs; load {load()})")
-    compiled = dlcli.exp.steps.compiled_shapes
-    if len(compiled) != 1:
-        print(f"   WARNING: dlcli compiled {len(compiled)} executables: {compiled}")
-    return rates
+    return alternate(dlcli, twin, rounds, steps)
 
 
 def print_table(results: dict[str, dict[str, list[float]]]) -> None:

@@ -32,14 +32,13 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _machine import DlcliSide, cpu_seconds, load, print_header
+from _machine import DlcliSide, alternate, print_header
 from dlcli.data import Splits
 from train_steps import print_table, write_random_mnist
 
@@ -129,29 +128,7 @@ def bench_vae(data_dir: Path, rounds: int, steps: int) -> dict[str, list[float]]
           f"{steps} timed steps per round ({steps // k} dispatches of {k})")
     assert dlcli.params == twin.params, f"parameter counts differ: dlcli {dlcli.params}, torch {twin.params}"
 
-    start = time.perf_counter()
-    dlcli.run(k)
-    print(f"   warm-up: dlcli first chunk {time.perf_counter() - start:.2f} s "
-          f"(compile {dlcli.exp.steps.compile_s:.2f} s)", end="")
-    start = time.perf_counter()
-    twin.run(k)
-    print(f", torch {k} steps {time.perf_counter() - start:.2f} s")
-
-    rates: dict[str, list[float]] = {"dlcli": [], "torch": []}
-    for r in range(rounds):
-        busy_before, own_before = cpu_seconds()
-        round_start = time.perf_counter()
-        for side in (dlcli, twin) if r % 2 == 0 else (twin, dlcli):
-            start = time.perf_counter()
-            side.run(steps)
-            rates[side.label].append(steps / (time.perf_counter() - start))
-        busy, own = cpu_seconds()
-        others = (busy - busy_before - (own - own_before)) / ((time.perf_counter() - round_start) * os.cpu_count())
-        print(f"   round {r + 1}/{rounds}: dlcli {rates['dlcli'][-1]:8.1f}  torch {rates['torch'][-1]:8.1f} steps/s"
-              f"   (other processes {max(others, 0):.0%} of the CPUs; load {load()})")
-    compiled = dlcli.exp.steps.compiled_shapes
-    if len(compiled) != 1:
-        print(f"   WARNING: dlcli compiled {len(compiled)} executables: {compiled}")
+    rates = alternate(dlcli, twin, rounds, steps)
     dlcli_loss, torch_loss = final_losses(dlcli, twin)
     print(f"   training loss (nats per image, mean of steps {dlcli.step - k + 1}-{dlcli.step}): "
           f"dlcli {dlcli_loss:.2f}, torch {torch_loss:.2f}")

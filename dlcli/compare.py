@@ -168,11 +168,13 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
                    baseline: str | None = None, on_done: Callable[[JobResult], None] = lambda r: None) -> Comparison:
     if seeds < 1:
         raise BadInput(f"--seeds must be at least 1, got {seeds}")
-    kinds = {config_from_dict(a.config).task_kind for a in arms}
+    configs = [config_from_dict(a.config) for a in arms]
+    kinds = {c.task_kind for c in configs}
     if len(kinds) > 1:
         raise BadInput(f"the configs mix task kinds ({', '.join(sorted(kinds))}); compare like with like")
     metric = metric or ("test/accuracy" if kinds == {"classification"} else "test/loss")
-    check_metric(metric, kinds.pop(), "--metric", tuple(extra_evals or ()))
+    for cfg in configs:
+        check_metric(metric, cfg, "--metric", tuple(extra_evals or ()))
     if tune_lr:
         arms = _tune_learning_rates(arms, tune_lr, out_dir, workers, data_dir, on_done)
     jobs = [Job(f"{_slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{_slug(a.label)}-seed{s}",

@@ -171,7 +171,7 @@ class ExperimentConfig:
         self.model.check_input(info)
         if hasattr(self.model, "check_data"):
             self.model.check_data(self.data)
-        valid = [f"val/{name}" for name in (*METRIC_NAMES[self.task_kind], *getattr(self.model, "metrics", ()))]
+        valid = [f"val/{name}" for name in self.metric_names]
         if self.monitor not in valid:
             raise BadInput(f"training.monitor {self.monitor!r} is not a validation metric of a {self.task_kind} task; "
                            f"choose one of: {', '.join(valid)}")
@@ -210,6 +210,12 @@ class ExperimentConfig:
     @property
     def task_kind(self) -> str:
         return getattr(self.model, "task_kind", None) or self.task.name or self.info.kind
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics every evaluation of this run reports (without the split): its
+        task's, and its model's own (a VAE's negative ELBO, ...)."""
+        return (*METRIC_NAMES[self.task_kind], *getattr(self.model, "metrics", ()))
 
     @property
     def monitor(self) -> str:
@@ -310,10 +316,10 @@ def higher_is_better(metric: str) -> bool:
     return metric.endswith(("accuracy", "exact_match", "psnr", "auroc"))
 
 
-def check_metric(metric: str, kind: str, option: str, extra_evals: tuple[str, ...] = ()) -> None:
+def check_metric(metric: str, cfg: ExperimentConfig, option: str, extra_evals: tuple[str, ...] = ()) -> None:
     """`BadInput` unless `metric` is a val/ or test/ metric (or one of an extra
-    evaluation, 'name:test/...') that a `kind` run reports."""
-    names = METRIC_NAMES[kind]
+    evaluation, 'name:test/...') that a run of `cfg` reports."""
+    kind, names = cfg.task_kind, cfg.metric_names
     valid = [f"{split}/{n}" for split in ("test", "val") for n in names]
     valid += [f"{extra}:test/{n}" for extra in extra_evals for n in names]
     if metric not in valid:

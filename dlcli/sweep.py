@@ -110,7 +110,7 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
     if not cfg.space:
         raise BadInput(f"{path}: the search space is empty; add keys under space:, e.g. optimizer.learning_rate: [0.001, 0.003]")
     base = load_config(base_path, cfg.set)
-    check_metric(cfg.metric, base.task_kind, "metric")
+    check_metric(cfg.metric, base, "metric")
     space = {}
     for key, spec in cfg.space.items():
         _check_key(base.to_dict(), str(key))

@@ -69,3 +69,28 @@ def train_json(*args: str, data_dir: Path | None = None) -> dict:
     """Run `dlcli train ... --json` and parse its one JSON object."""
     result = run_cli("train", *args, "--json", data_dir=data_dir, check=True)
     return json.loads(result.stdout)
+
+
+def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path) -> None:
+    """Train `overrides` (two evaluations, checkpoint.keep >= 2, restore_best off) twice
+    and once cut back to its first checkpoint (as a kill after that save leaves it) and
+    resumed: all three end with the same metrics; `dlcli eval`'s library call reproduces
+    the test metrics of the last checkpoint."""
+    import shutil
+
+    from dlcli.config import load_config
+    from dlcli.train.evaluate import evaluate_run
+    from dlcli.train.loop import fit
+
+    cfg = load_config(None, overrides)
+    whole = fit(cfg, tmp_path / "whole", data_dir=SHARED_DATA, show_progress=False)
+    again = fit(load_config(None, overrides), tmp_path / "again", data_dir=SHARED_DATA, show_progress=False)
+    assert again["metrics"] == whole["metrics"]
+    cut = Path(shutil.copytree(tmp_path / "whole", tmp_path / "cut"))
+    shutil.rmtree(cut / "checkpoints" / str(whole["steps"]))
+    resumed = fit(load_config(None, overrides), cut, data_dir=SHARED_DATA, resume=True, show_progress=False)
+    assert resumed["metrics"] == whole["metrics"]
+    evaluated = evaluate_run(tmp_path / "whole", checkpoint="latest", split="test", data_dir=SHARED_DATA)
+    assert evaluated["checkpoint"] == whole["steps"]
+    assert evaluated["metrics"] == {k: v for k, v in whole["metrics"].items()
+                                    if k.startswith("test/") and k.count("/") == 1}

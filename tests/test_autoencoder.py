@@ -7,7 +7,6 @@ resume, eval and reproducibility."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import jax
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, run_cli, sets, train_json
+from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
 
 from dlcli.config import load_config, read_run_config
 from dlcli.generate import restore_model
@@ -193,15 +192,6 @@ def test_denoising_run_resumes_evaluates_and_reproduces(tmp_path):
     """A run cut back to its step-16 checkpoint and resumed ends exactly like the
     uninterrupted run and like a second run; eval reproduces the test metrics, noise
     included. (A VAE killed with SIGKILL and resumed: test_cli.)"""
-    overrides = ["model.name=denoising_autoencoder", *SMALL, "training.steps=32",
-                 "training.eval_every=16", "training.restore_best=false", "checkpoint.keep=10"]
-    whole = fit(load_config(None, overrides), tmp_path / "whole", data_dir=SHARED_DATA, show_progress=False)
-    again = fit(load_config(None, overrides), tmp_path / "again", data_dir=SHARED_DATA, show_progress=False)
-    assert again["metrics"] == whole["metrics"]
-    cut = Path(shutil.copytree(tmp_path / "whole", tmp_path / "cut"))
-    shutil.rmtree(cut / "checkpoints" / "32")
-    resumed = fit(load_config(None, overrides), cut, data_dir=SHARED_DATA, resume=True, show_progress=False)
-    assert resumed["metrics"] == whole["metrics"]
-    evaluated = evaluate_run(tmp_path / "whole", checkpoint="latest", split="test", data_dir=SHARED_DATA)
-    assert evaluated["metrics"] == {k: v for k, v in whole["metrics"].items()
-                                    if k.startswith("test/") and k.count("/") == 1}
+    assert_resumes_evaluates_and_reproduces(["model.name=denoising_autoencoder", *SMALL, "training.steps=32",
+                                             "training.eval_every=16", "training.restore_best=false",
+                                             "checkpoint.keep=10"], tmp_path)

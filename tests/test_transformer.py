@@ -8,7 +8,6 @@ tasks; and checkpoints, resume, eval and reproducibility for all four models."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,15 +15,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, TINY_SEQ2SEQ, run_cli, sets, train_json
+from conftest import SHARED_DATA, TINY_SEQ2SEQ, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
 
 from dlcli.config import load_config
 from dlcli.data.seq2seq import END
 from dlcli.errors import BadInput
 from dlcli.generate import generate, pick_token, sample_run
 from dlcli.models import count_params
-from dlcli.train.evaluate import evaluate_run
-from dlcli.train.loop import fit
 
 POSITIONS = ["learned", "sinusoidal", "rotary"]
 
@@ -222,12 +219,9 @@ TRANSFORMERS = {
 
 @pytest.mark.parametrize("model_name", [*TRANSFORMERS, "transformer_seq2seq"])
 def test_every_transformer_resumes_evaluates_and_reproduces(model_name, tmp_path):
-    """A run cut back to its step-10 checkpoint (as a kill after that save leaves it) and
-    resumed ends exactly like the uninterrupted run and like a second run of the same
-    config; `dlcli eval`'s library call reproduces the test metrics of the checkpoint.
-    (A real SIGKILL of a Transformer run: test_cli.)"""
-    import shutil
-
+    """A run resumed from its step-10 checkpoint ends exactly like the uninterrupted run
+    and like a second run; `dlcli eval` reproduces the test metrics. (A real SIGKILL of a
+    Transformer run: test_cli.)"""
     if model_name == "transformer_seq2seq":  # as the SIGKILL test in test_cli, which compiled it
         model = TINY_SEQ2SEQ
     else:
@@ -235,16 +229,7 @@ def test_every_transformer_resumes_evaluates_and_reproduces(model_name, tmp_path
                  "model.attention_dropout=0.1", "training.steps_per_dispatch=10", "training.batch_size=16",
                  "training.restore_best=false"]
     overrides = [*model, "training.steps=20", "training.eval_every=10", "checkpoint.keep=10"]
-    whole = fit(load_config(None, overrides), tmp_path / "whole", data_dir=SHARED_DATA, show_progress=False)
-    again = fit(load_config(None, overrides), tmp_path / "again", data_dir=SHARED_DATA, show_progress=False)
-    assert again["metrics"] == whole["metrics"]
-    cut = Path(shutil.copytree(tmp_path / "whole", tmp_path / "cut"))
-    shutil.rmtree(cut / "checkpoints" / "20")
-    resumed = fit(load_config(None, overrides), cut, data_dir=SHARED_DATA, resume=True, show_progress=False)
-    assert resumed["metrics"] == whole["metrics"]
-    evaluated = evaluate_run(tmp_path / "whole", checkpoint="latest", split="test", data_dir=SHARED_DATA)
-    assert evaluated["checkpoint"] == 20
-    assert evaluated["metrics"] == {k: v for k, v in whole["metrics"].items() if k.startswith("test/")}
+    assert_resumes_evaluates_and_reproduces(overrides, tmp_path)
 
 
 def test_seq2seq_learns_to_reverse_and_answers_through_the_cli(tmp_path):

@@ -5,10 +5,10 @@ reconstruction the inputs); `loss` is what one training step minimises (a scalar
 per-batch metrics; the global step lets an objective change during training, e.g. a
 KL warm-up); `eval_outputs` is what evaluation asks of the model (its forward pass, for
 a sequence-to-sequence task also its own greedy decoding; `index` (B,) holds the
-examples' positions in the split, which fix any evaluation noise per example); `eval_sums` returns sums over
-a padded evaluation batch (masked rows count for nothing) that `finalize` turns into
-the split's metrics on the host, so evaluating in batches of any size gives the same
-figures as one pass over the split.
+examples' positions in the split, which fix any evaluation noise per example);
+`eval_sums` returns sums over a padded evaluation batch (masked rows count for nothing)
+that `finalize` turns into the split's metrics on the host, so evaluating in batches of
+any size gives the same figures as one pass over the split.
 """
 
 from __future__ import annotations
