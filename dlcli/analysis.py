@@ -137,7 +137,7 @@ def _anomalies(cfg, model, splits: Splits, run_dir: Path, data_dir: Path) -> dic
         metrics["test/auroc"] = auroc(scores[normal], scores[~normal])
     if cfg.analysis.ood_dataset is not None:
         name = cfg.analysis.ood_dataset
-        other = DATASETS.get(name)(normalize=cfg.data.normalize, binarize=cfg.data.binarize)
+        other = DATASETS.get(name)(normalize=cfg.data.normalize, binarize=cfg.data.binarize, subset=cfg.data.subset)
         ood_scores = reconstruction_errors(model, other.load(data_dir).test[0])
         groups[f"{name} test (out of distribution)"] = ood_scores
         metrics["ood/auroc"] = auroc(scores[normal], ood_scores)

@@ -17,7 +17,9 @@ from flax import nnx
 
 from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
 
+from dlcli.analysis import embed_run, sample_image_grid
 from dlcli.config import load_config, read_run_config
+from dlcli.errors import BadInput
 from dlcli.generate import restore_model
 from dlcli.models import count_params
 from dlcli.models.autoencoder import corrupt, depth_to_space
@@ -122,7 +124,7 @@ def test_vae_run_reports_its_bound_pca_and_probes(vae_run):
     assert 0 < metrics["pca/test/mse"] < 0.1
     for picture in ("codes.png", "reconstructions.png", "samples.png", "interpolation.png"):
         assert (run / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    evaluated = json.loads(run_cli("eval", str(run), "--json", check=True).stdout)
+    evaluated = evaluate_run(run, split="test", data_dir=SHARED_DATA)
     assert evaluated["metrics"] == {k: v for k, v in metrics.items() if k.startswith("test/") and k.count("/") == 1}
 
 
@@ -136,8 +138,8 @@ def test_embed_exports_codes_labels_and_a_scatter(vae_run, tmp_path):
     assert saved["codes"].shape == (len(saved["labels"]), 8) and result["code_dims"] == 8
     assert (tmp_path / "codes.png").is_file()
     assert result["mean_reconstruction_mse"] == pytest.approx(float(saved["reconstruction_errors"].mean()))
-    again = run_cli("embed", str(run), "--out", str(out))
-    assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
+    with pytest.raises(BadInput, match="already exists; pass --overwrite"):
+        embed_run(run, split="test", out=out, data_dir=SHARED_DATA)
 
 
 def test_vae_samples_a_grid_from_its_prior(vae_run, tmp_path):
@@ -145,8 +147,8 @@ def test_vae_samples_a_grid_from_its_prior(vae_run, tmp_path):
     out = tmp_path / "grid.png"
     printed = run_cli("sample", str(run), "--n", "9", "--out", str(out), check=True).stdout
     assert "9 images" in printed and out.read_bytes()[:4] == b"\x89PNG"
-    refused = run_cli("sample", str(run), "--n", "0", "--out", str(tmp_path / "none.png"))
-    assert refused.returncode == 2 and "--n must be between 1 and 1024" in refused.stderr
+    with pytest.raises(BadInput, match="--n must be between 1 and 1024"):
+        sample_image_grid(run, n=0, out=tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
 
 
@@ -158,6 +160,7 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(vae_run, tmp_path):
     classifier = cfg.model.build(cfg.info, nnx.Rngs(0))
     assert count_params(classifier) == cfg.model.param_count(cfg.info)
     pretrained, _ = restore_model(read_run_config(run), run, cfg.info, "best")
+
     def weights(module):
         return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(module, nnx.Param)))
 
@@ -176,12 +179,12 @@ def test_anomaly_auroc_is_the_auroc_of_the_exported_errors(tmp_path):
     from sklearn.metrics import roc_auc_score
 
     run = tmp_path / "run"
-    summary = train_json("--run-dir", str(run), *sets(
-        "model.name=autoencoder", *SMALL, "analysis.normal_classes=[0]",
-        "training.steps=96", "training.eval_every=48", "training.batch_size=32", "optimizer.learning_rate=0.003"))
+    cfg = load_config(None, ["model.name=autoencoder", *SMALL, "analysis.normal_classes=[0]", "training.steps=96",
+                             "training.eval_every=48", "training.batch_size=32", "optimizer.learning_rate=0.003"])
+    summary = fit(cfg, run, data_dir=SHARED_DATA, show_progress=False)
     assert (run / "anomaly_scores.png").is_file()
     out = tmp_path / "codes.npz"
-    run_cli("embed", str(run), "--out", str(out), check=True)
+    embed_run(run, split="test", out=out, data_dir=SHARED_DATA)
     saved = np.load(out)
     expected = roc_auc_score(saved["labels"] != 0, saved["reconstruction_errors"])
     assert summary["metrics"]["test/auroc"] == pytest.approx(expected, abs=1e-9)

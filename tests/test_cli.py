@@ -102,15 +102,15 @@ def test_python_dash_m_and_console_script_agree():
         assert subprocess.run([str(script), "config", "show"], capture_output=True, text=True, check=True).stdout == via_module
 
 
-RESUME = ("training.steps=1500", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
+RESUME = ("training.steps=800", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
           "model.dropout=0.2", "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
 RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.name=adding", "data.length=20",
-               "data.n_train=2048", "data.n_val=256", "data.n_test=256", "training.steps=800", "training.eval_every=50",
+               "data.n_train=2048", "data.n_val=256", "data.n_test=256", "training.steps=400", "training.eval_every=50",
                "training.steps_per_dispatch=10", "training.batch_size=32", "model.dropout=0.2",
                "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
                "training.gradient_flow=true")
 RESUME_SEQ2SEQ = (*TINY_SEQ2SEQ, "training.steps=200", "training.eval_every=50")
-RESUME_VAE = ("model.name=vae", "data.normalize=unit", "model.hidden=[32]", "model.code=4", "training.steps=600",
+RESUME_VAE = ("model.name=vae", "data.normalize=unit", "model.hidden=[32]", "model.code=4", "training.steps=400",
               "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
               "training.restore_best=false", "model.kl_warmup_steps=300")
 

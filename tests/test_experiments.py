@@ -31,8 +31,8 @@ def short_text(tmp_path_factory) -> Path:
 
 
 def smoke_overrides(path: Path, short_text: Path, tmp_path: Path) -> list[str]:
-    """TINY, plus 64 examples per split of a generated dataset, or a short text; a
-    linear probe on 200 codes; a fine-tuning run starts from a smoke run of its autoencoder."""
+    """TINY, plus 64 examples per split of a generated dataset, 1,024 of an image dataset,
+    or a short text; a linear probe on 200 codes; a fine-tuning run starts from a smoke run of its autoencoder."""
     model = read_yaml(path).get("model", {})
     pretrained = []
     if model.get("name") == "encoder_classifier":  # its config is valid once the autoencoder run exists
@@ -45,8 +45,9 @@ def smoke_overrides(path: Path, short_text: Path, tmp_path: Path) -> list[str]:
     cfg = load_config(path, pretrained)
     small = [f"data.{field}=64" for field in ("n_train", "n_val", "n_test") if hasattr(cfg.data, field)]
     text = [f"data.path={short_text}"] if cfg.data.name == "text" else []
+    images = ["data.subset=1024"] if hasattr(cfg.data, "subset") else []
     probe = ["analysis.probe_examples=200"] if cfg.analysis.linear_probe else []
-    return [*TINY, *small, *text, *probe, *pretrained]
+    return [*TINY, *small, *text, *images, *probe, *pretrained]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

@@ -50,17 +50,24 @@ MIRRORS = {
 
 
 class PixelScaling:
-    """How pixel values reach the model (fields `normalize` and `binarize` of each image
-    dataset): `normalize: standard` (the training set's mean 0 and standard deviation 1)
-    or `unit` (values in [0, 1], which autoencoders need); `binarize: T` makes every
-    value 1 if it is above T (of [0, 1]) and 0 otherwise (static binarisation, for
-    Bernoulli likelihoods)."""
+    """How pixel values reach the model (fields `normalize`, `binarize` and `subset` of
+    each image dataset): `normalize: standard` (the training set's mean 0 and standard
+    deviation 1) or `unit` (values in [0, 1], which autoencoders need); `binarize: T`
+    makes every value 1 if it is above T (of [0, 1]) and 0 otherwise (static
+    binarisation, for Bernoulli likelihoods); `subset: N` keeps only the first N
+    examples of each split (quick trials)."""
 
     normalize: str
     binarize: float | None
+    subset: int | None
 
     def scale(self, splits: Splits) -> Splits:
-        """Splits with values in [0, 1] -> scaled as configured."""
+        """Splits with values in [0, 1] -> cut to `subset`, scaled as configured."""
+        if self.subset is not None:
+            def cut(part):
+                return part[0][: self.subset], part[1][: self.subset]
+
+            splits = Splits(splits.info, cut(splits.train), cut(splits.val), cut(splits.test))
         if self.binarize is not None:
             def threshold(part):
                 return (part[0] > self.binarize).astype(np.float32), part[1]
@@ -84,6 +91,7 @@ class DigitsConfig(PixelScaling):
     test_fraction: float = bounded(0.2, low=0.0, high=0.5, low_open=True)
     normalize: Normalize = "standard"
     binarize: float | None = bounded(None, **BINARIZE)
+    subset: int | None = bounded(None, low=1)
 
     def info(self) -> DatasetInfo:
         return DatasetInfo((8, 8, 1), 10, "classification")
@@ -106,6 +114,7 @@ class IdxImagesConfig(PixelScaling):
     val_size: int = bounded(5000, low=1, high=30000)
     normalize: Normalize = "standard"
     binarize: float | None = bounded(None, **BINARIZE)
+    subset: int | None = bounded(None, low=1)
 
     def info(self) -> DatasetInfo:
         return DatasetInfo((28, 28, 1), 10, "classification")
