@@ -204,16 +204,20 @@ class VAE(nnx.Module):
 
 
 class EncoderClassifier(nnx.Module):
-    """A pre-trained autoencoder's encoder (weights restored from its run folder) and a
-    dense head: x -> code -> [dense, activation, dropout]* -> logits (B, n_classes).
-    `freeze` stops gradients at the code, so only the head learns."""
+    """A pre-trained autoencoder's encoder (weights restored from its run folder, or
+    fresh ones for `initialize: random`) and a dense head: x -> code -> [dense,
+    activation, dropout]* -> logits (B, n_classes). `freeze` stops gradients at the
+    code, so only the head learns."""
 
     def __init__(self, cfg, source_cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         from dlcli.generate import restore_model
 
-        pretrained, _ = restore_model(source_cfg, cfg.autoencoder_run, source_cfg.info, cfg.checkpoint)
-        self.encoder = pretrained.encoder
-        self.code_activation = getattr(pretrained, "code_activation", CODE_ACTIVATIONS["linear"])
+        if cfg.initialize == "pretrained":
+            source, _ = restore_model(source_cfg, cfg.autoencoder_run, source_cfg.info, cfg.checkpoint)
+        else:  # the same architecture, freshly initialised
+            source = source_cfg.model.build(source_cfg.info, rngs)
+        self.encoder = source.encoder
+        self.code_activation = getattr(source, "code_activation", CODE_ACTIVATIONS["linear"])
         self.code = source_cfg.model.code
         sizes = [self.code, *cfg.dense]
         self.dense = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])

@@ -180,7 +180,9 @@ class VAEConfig(AutoencoderSpec):
 class EncoderClassifierConfig:
     """The encoder of a trained autoencoder run (`autoencoder_run`, its `checkpoint`)
     with a dense classifier head on its code; `freeze` keeps the encoder's weights as
-    they are (a linear probe when `dense` is empty), otherwise they are fine-tuned."""
+    they are (a linear probe when `dense` is empty), otherwise they are fine-tuned.
+    `initialize: random` builds the same encoder with fresh weights instead: the
+    from-scratch baseline that pre-training is measured against."""
 
     summary: ClassVar[str] = "pre-trained encoder of an autoencoder run + classifier head (fine-tuning)"
     pretrained_from: ClassVar[str] = "autoencoder_run"  # its size depends on that run: no default parameter count
@@ -188,6 +190,7 @@ class EncoderClassifierConfig:
     name: str = "encoder_classifier"
     autoencoder_run: str = ""
     checkpoint: str = "best"
+    initialize: Literal["pretrained", "random"] = "pretrained"
     freeze: bool = False
     dense: list[int] = bounded([], low=1)
     dropout: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
