@@ -17,6 +17,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import TINY, cli_env, run_cli, sets
 
@@ -185,3 +186,14 @@ def test_cli_refuses_a_corrupt_download(mirror, data_dir, closed_url, tmp_path):
     assert not (data_dir / "mnist" / LABELS).exists()
     assert not list((data_dir / "mnist").glob("*.part"))
     assert not run_dir.exists()
+
+
+def test_bundled_digits_are_read_as_scikit_learn_reads_them():
+    from sklearn.datasets import load_digits
+
+    from dlcli.data.vision import read_bundled_digits
+
+    reference = load_digits()
+    images, labels = read_bundled_digits()
+    np.testing.assert_array_equal(images, (reference.images / 16.0).astype(np.float32)[..., None])
+    np.testing.assert_array_equal(labels, reference.target)
