@@ -26,10 +26,18 @@ from dlcli.models.cnn import im2col_conv
 CODE_ACTIVATIONS = {"linear": lambda h: h, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
 
+EVAL_NOISE_KEY = 20260525  # evaluation noise: fixed per example index, so every evaluation sees the same
+
+
+def fixed_keys(index: jax.Array) -> jax.Array:
+    """(B,) example indices -> (B,) random keys, each a function of its index alone."""
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(EVAL_NOISE_KEY), i))(index)
+
+
 def example_keys(batch: int, rngs: nnx.Rngs | None) -> jax.Array:
     """(batch,) random keys: fresh from `rngs.noise()` when given, else fixed by position."""
     if rngs is None:
-        return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(batch))
+        return fixed_keys(jnp.arange(batch))
     return jax.random.split(rngs.noise(), batch)
 
 

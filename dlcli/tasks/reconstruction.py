@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-EVAL_NOISE_KEY = 20260525  # evaluation noise: fixed per example index, so every evaluation sees the same
-
+from dlcli.models.autoencoder import fixed_keys
 
 @dataclasses.dataclass(frozen=True)
 class Reconstruction:
@@ -86,8 +85,7 @@ class Reconstruction:
         return loss, {"loss": loss, **metrics}
 
     def eval_outputs(self, model, x, index):
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(EVAL_NOISE_KEY), i))(index)
-        return model.forward(x, keys)
+        return model.forward(x, fixed_keys(index))
 
     def eval_sums(self, outputs, x, mask):
         nll = self.reconstruction_nll(outputs["logits"], x)
