@@ -159,12 +159,12 @@ class ExperimentConfig:
     def validate(self, path: str) -> None:
         info = self.data.info()
         model_kind = getattr(self.model, "task_kind", None)
-        if model_kind is not None:
+        if model_kind == "reconstruction" or (model_kind is not None and info.is_image):
             self._check_autoencoder(info)
-        elif self.analysis != AnalysisConfig():
+        if model_kind != "reconstruction" and self.analysis != AnalysisConfig():
             raise BadInput(f"the analysis section applies to autoencoder runs, not {self.model.name!r}; remove it")
         if self.task.name is not None and model_kind is not None:
-            raise BadInput(f"model {self.model.name!r} always reconstructs its input; remove task.name")
+            raise BadInput(f"model {self.model.name!r} sets its own task ({model_kind}); remove task.name")
         if self.task.name is not None and self.task.name != info.kind:
             raise BadInput(f"task.name is {self.task.name!r} but dataset {self.data.name!r} is a {info.kind} dataset; "
                            f"set task.name: {info.kind} (or leave it out)")
@@ -219,7 +219,8 @@ class ExperimentConfig:
 
     @property
     def monitor(self) -> str:
-        default = {"classification": "val/accuracy", "sequence_to_sequence": "val/exact_match"}.get(self.task_kind, "val/loss")
+        default = {"classification": "val/accuracy", "sequence_to_sequence": "val/exact_match",
+                   "generation": "val/kl_uniform"}.get(self.task_kind, "val/loss")
         return self.training.monitor or default
 
     @property
@@ -308,12 +309,13 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
 METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse"),
                 "token_classification": ("loss", "accuracy", "bits_per_token"),
                 "sequence_to_sequence": ("exact_match", "loss", "accuracy", "bits_per_token"),
-                "reconstruction": ("loss", "mse", "psnr")}
+                "reconstruction": ("loss", "mse", "psnr"),
+                "generation": ("kl_uniform", "modes", "high_quality")}
 
 
 def higher_is_better(metric: str) -> bool:
     """Whether a metric improves upwards (accuracies, exact match, PSNR, AUROC) rather than downwards (losses, errors)."""
-    return metric.endswith(("accuracy", "exact_match", "psnr", "auroc"))
+    return metric.endswith(("accuracy", "exact_match", "psnr", "auroc", "modes", "high_quality"))
 
 
 def check_metric(metric: str, cfg: ExperimentConfig, option: str, extra_evals: tuple[str, ...] = ()) -> None:

@@ -97,4 +97,4 @@ def standardize(splits: Splits) -> Splits:
 
 def register_builtin_datasets() -> None:
     """Import the modules whose decorators fill `DATASETS`."""
-    from dlcli.data import seq2seq, sequences, synthetic, text, vision  # noqa: F401
+    from dlcli.data import mixtures, seq2seq, sequences, synthetic, text, vision  # noqa: F401

@@ -22,4 +22,4 @@ def dense_params(sizes: list[int]) -> int:
 
 def register_builtin_models() -> None:
     """Import the modules whose decorators fill `MODELS`."""
-    from dlcli.specs import autoencoder, cnn, mlp, recurrent, transformer  # noqa: F401
+    from dlcli.specs import autoencoder, cnn, gan, mlp, recurrent, transformer  # noqa: F401

@@ -42,6 +42,10 @@ def make_task(cfg) -> Task:
     kind, n_outputs = cfg.task_kind, cfg.info.n_outputs
     if kind == "reconstruction":
         return Reconstruction.from_model(cfg.model)
+    if kind == "generation":
+        from dlcli.tasks.adversarial import Adversarial
+
+        return Adversarial.from_config(cfg)
 
     if kind == "classification":
         return Classification(n_outputs, cfg.task.label_smoothing)

@@ -91,7 +91,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
     start_time = time.perf_counter()
     eval_every = training.eval_every or exp.steps_per_epoch
     sampler = EpochSampler(num_examples(exp.splits.train[0]), training.batch_size, cfg.seed)
-    metric_name = {"regression": "mae", "reconstruction": "mse"}.get(cfg.task_kind, "accuracy")
+    metric_name = {"regression": "mae", "reconstruction": "mse", "generation": "g_loss"}.get(cfg.task_kind, "accuracy")
     # a resumed run that had already stopped early stays stopped
     stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
@@ -252,8 +252,9 @@ def _differences(a, b, path: str = "") -> list[str]:
 def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s: float, wall_s: float) -> dict:
     joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     record = {"step": step, "epoch": _epoch(step, exp)}
-    record.update({f"train/{k}": float(joined[k].mean()) for k in joined if k not in ("lr", "grad_norm")})
-    record["grad_norm"] = float(joined["grad_norm"].mean())
+    record.update({f"train/{k}": float(np.nanmean(joined[k])) for k in joined
+                   if k != "lr" and not k.endswith("grad_norm")})
+    record.update({k: float(np.nanmean(joined[k])) for k in joined if k.endswith("grad_norm")})
     record["lr"] = float(joined["lr"][-1])
     val, _ = exp.steps.evaluate(exp.eval_batches("val"))
     record.update({f"val/{k}": v for k, v in val.items()})
