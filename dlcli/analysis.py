@@ -248,24 +248,35 @@ def embed_run(run_dir: Path, *, split: str, out: Path, data_dir: Path, checkpoin
 
 def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkpoint: str = "best",
                       overwrite: bool = False) -> dict:
-    """Draw `n` images from a generative run's model at `checkpoint` into the PNG `out`."""
-    from dlcli import plots
+    """Draw `n` samples (images, or points over a 2-D mixture's modes) from a generative
+    run's model at `checkpoint` into the PNG `out`."""
     from dlcli.generate import restore_model
     from dlcli.train.loop import read_trained_run
 
     run_dir, out = Path(run_dir), Path(out)
     cfg = read_trained_run(run_dir)
     if not getattr(cfg.model, "generative", False):
-        raise BadInput(f"{run_dir} trained {cfg.model.name!r}, which does not draw images; --n/--out need a vae run "
+        raise BadInput(f"{run_dir} trained {cfg.model.name!r}, which does not draw samples; --n/--out need a vae or gan run "
                        "(--prompt samples a language model)")
-    if not 1 <= n <= 1024:
-        raise BadInput(f"--n must be between 1 and 1024 images, got {n}")
+    if not 1 <= n <= 10_000:
+        raise BadInput(f"--n must be between 1 and 10000 samples, got {n}")
     check_output(out, ".png", overwrite)
     model, step = restore_model(cfg, run_dir, cfg.info, checkpoint)
-    images = np.asarray(model.sample(jax.random.key(seed), n))
     out.parent.mkdir(parents=True, exist_ok=True)
-    plots.square_grid(images, out, f"{run_dir.name}: {n} samples (step {step}, seed {seed})")
+    draw_samples(model, cfg, out, f"{run_dir.name}: {n} samples (step {step}, seed {seed})", n, seed)
     return {"run_dir": str(run_dir), "checkpoint": step, "n": n, "seed": seed, "out": str(out)}
+
+
+def draw_samples(model, cfg, out: Path, title: str, n: int, seed: int = 0) -> None:
+    """`n` samples of a generative model into the PNG `out`: an image grid, or for a 2-D
+    mixture a scatter over its modes."""
+    from dlcli import plots
+
+    samples = np.asarray(model.sample(jax.random.key(seed), n))
+    if hasattr(cfg.data, "centres"):
+        plots.mode_scatter(samples, cfg.data.centres(), cfg.data.std, out, title)
+    else:
+        plots.square_grid(samples, out, title)
 
 
 def check_output(out: Path, suffix: str, overwrite: bool) -> None:

@@ -163,6 +163,9 @@ class ExperimentConfig:
             self._check_autoencoder(info)
         if model_kind != "reconstruction" and self.analysis != AnalysisConfig():
             raise BadInput(f"the analysis section applies to autoencoder runs, not {self.model.name!r}; remove it")
+        if model_kind == "generation" and self.optimizer != OptimizerConfig():
+            raise BadInput(f"model {self.model.name!r} has an Adam optimizer per network (model.g_learning_rate, "
+                           "model.d_learning_rate, model.b1, model.b2); remove the optimizer section")
         if self.task.name is not None and model_kind is not None:
             raise BadInput(f"model {self.model.name!r} sets its own task ({model_kind}); remove task.name")
         if self.task.name is not None and self.task.name != info.kind:
@@ -215,13 +218,14 @@ class ExperimentConfig:
     def metric_names(self) -> tuple[str, ...]:
         """The metrics every evaluation of this run reports (without the split): its
         task's, and its model's own (a VAE's negative ELBO, ...)."""
+        if hasattr(self.model, "metrics_for"):
+            return self.model.metrics_for(self.info)
         return (*METRIC_NAMES[self.task_kind], *getattr(self.model, "metrics", ()))
 
     @property
     def monitor(self) -> str:
-        default = {"classification": "val/accuracy", "sequence_to_sequence": "val/exact_match",
-                   "generation": "val/kl_uniform"}.get(self.task_kind, "val/loss")
-        return self.training.monitor or default
+        default = {"classification": "val/accuracy", "sequence_to_sequence": "val/exact_match"}.get(self.task_kind)
+        return self.training.monitor or default or f"val/{self.metric_names[0]}"
 
     @property
     def monitor_mode(self) -> str:
@@ -310,12 +314,12 @@ METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "
                 "token_classification": ("loss", "accuracy", "bits_per_token"),
                 "sequence_to_sequence": ("exact_match", "loss", "accuracy", "bits_per_token"),
                 "reconstruction": ("loss", "mse", "psnr"),
-                "generation": ("kl_uniform", "modes", "high_quality")}
+                "generation": ()}  # a GAN's metrics depend on its data: GANConfig.metrics_for
 
 
 def higher_is_better(metric: str) -> bool:
     """Whether a metric improves upwards (accuracies, exact match, PSNR, AUROC) rather than downwards (losses, errors)."""
-    return metric.endswith(("accuracy", "exact_match", "psnr", "auroc", "modes", "high_quality"))
+    return metric.endswith(("accuracy", "exact_match", "psnr", "auroc", "modes", "high_quality", "classes", "confident"))
 
 
 def check_metric(metric: str, cfg: ExperimentConfig, option: str, extra_evals: tuple[str, ...] = ()) -> None:

@@ -55,6 +55,22 @@ def gradient_flow(records: list[dict], out: Path, title: str) -> None:
     _save(plt, fig, ax, out, title, "time step t", "||d loss / d h_t||  (0 drawn at 1e-30)", log_y=True, legend_size=7)
 
 
+def mode_scatter(points: np.ndarray, centres: np.ndarray, std: float, out: Path, title: str) -> None:
+    """Generated (N, 2) points over the mixture's mode centres, each ringed at 3 standard
+    deviations (inside the ring a sample counts as high quality)."""
+    plt, fig, ax = _axes()
+    fig.set_size_inches(5.5, 5.5)
+    ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, label="generated")
+    ax.scatter(centres[:, 0], centres[:, 1], s=12, marker="x", color="black", label="mode centre")
+    for x, y in centres:
+        ax.add_patch(plt.Circle((x, y), 3 * std, fill=False, color="red", linewidth=0.6))
+    span = np.abs(centres).max() * 1.4 + 10 * std
+    ax.set_xlim(-span, span)
+    ax.set_ylim(-span, span)
+    ax.set_aspect("equal")
+    _save(plt, fig, ax, out, title, "x1", "x2", log_y=False, legend_size=7)
+
+
 def _pyplot():
     """pyplot on the Agg backend (no display needed)."""
     import matplotlib

@@ -20,8 +20,8 @@ def sample_command(
     prompt: Optional[str] = typer.Option(None, "--prompt",
                                          help="Text to start from (only characters of the training text), "
                                               "or the source string to translate."),
-    n: Optional[int] = typer.Option(None, "--n", help="Images to draw from a generative model (with --out)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The PNG grid of the drawn images."),
+    n: Optional[int] = typer.Option(None, "--n", help="Samples to draw from a generative model (with --out): images, or 2-D points."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The PNG of the drawn samples (an image grid, or points over the modes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     length: Optional[int] = typer.Option(None, "--length", help="How many characters to generate [default: 200]."),
     temperature: Optional[float] = typer.Option(None, "--temperature",
@@ -34,7 +34,7 @@ def sample_command(
 ) -> None:
     """Generate text: the prompt followed by LENGTH sampled characters, on stdout; for a
     sequence-to-sequence run, the greedy decoding of the prompt; for a generative image
-    model, N images from its prior in a PNG grid (--n 64 --out grid.png)."""
+    model (vae, gan), N samples from its prior in a PNG (--n 64 --out grid.png)."""
     if n is not None or out is not None:
         _sample_images(run_dir, n, out, prompt, seed, checkpoint, overwrite, as_json)
         return
@@ -42,7 +42,7 @@ def sample_command(
         from dlcli.errors import BadInput
 
         raise BadInput("give --prompt TEXT (language or sequence-to-sequence model) or --n N --out FILE.png "
-                       "(generative image model)")
+                       "(generative model)")
     from dlcli.generate import sample_run
 
     result = sample_run(run_dir, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed,
@@ -59,9 +59,9 @@ def _sample_images(run_dir: Path, n: Optional[int], out: Optional[Path], prompt:
     from dlcli.errors import BadInput
 
     if n is None or out is None or prompt is not None:
-        raise BadInput("images are drawn with both --n N and --out FILE.png and no --prompt")
+        raise BadInput("samples are drawn with both --n N and --out FILE.png and no --prompt")
     result = sample_image_grid(run_dir, n=n, out=out, seed=seed, checkpoint=checkpoint, overwrite=overwrite)
     if as_json:
         print_json(result)
     else:
-        typer.echo(f"{result['n']} images from step {result['checkpoint']} (seed {seed}) -> {result['out']}")
+        typer.echo(f"{result['n']} samples from step {result['checkpoint']} (seed {seed}) -> {result['out']}")

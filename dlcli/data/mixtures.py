@@ -1,7 +1,7 @@
 """2-D Gaussian mixtures of the mode-collapse literature (VEEGAN, PacGAN): `ring8`, 8
 modes on a circle of radius 1 with standard deviation 0.01, and `grid25`, 25 modes at
 (i, j) for i, j in {-4, -2, 0, 2, 4} with standard deviation 0.05. Each point's label
-is its mode. `mode_statistics` scores generated points the way those papers do."""
+is its mode; `dlcli.tasks.adversarial` scores generated points the way those papers do."""
 
 from __future__ import annotations
 
@@ -64,17 +64,3 @@ class Grid25Config(MixtureConfig):
     def centres(self) -> np.ndarray:
         return np.array(list(itertools.product(range(-4, 5, 2), repeat=2)), dtype=np.float64)
 
-
-def mode_statistics(points: np.ndarray, centres: np.ndarray, std: float) -> dict[str, float]:
-    """Points (N, 2) scored as in VEEGAN and PacGAN: a point is high quality when its
-    distance to the nearest mode centre is under 3 standard deviations; a mode is
-    covered when at least one high-quality point is nearest to it; `kl_uniform` is
-    KL(histogram of the high-quality points over the modes || uniform), in nats."""
-    distances = np.linalg.norm(points[:, None, :] - centres[None, :, :], axis=-1) / std  # (N, K)
-    nearest = distances.argmin(axis=1)
-    good = distances[np.arange(len(points)), nearest] < 3.0
-    counts = np.bincount(nearest[good], minlength=len(centres))
-    shares = counts / max(counts.sum(), 1)
-    present = shares > 0
-    kl = float(np.sum(shares[present] * np.log(shares[present] * len(centres)))) if counts.sum() else float("inf")
-    return {"modes": int(present.sum()), "high_quality": float(good.mean()), "kl_uniform": kl}

@@ -41,6 +41,10 @@ class CNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """x (B, H, W, C) -> outputs (B, n_outputs)."""
+        return self.out(self.features(x, rngs=rngs))
+
+    def features(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """x (B, H, W, C) -> the head's input (B, F): the last dense layer's activations (or the pooled features)."""
         for i, (conv, (pool, size)) in enumerate(zip(self.convs, self.pools)):
             x = conv(x)  # (B, H', W', channels)
             if self.norms:
@@ -51,7 +55,7 @@ class CNN(nnx.Module):
         x = x.mean(axis=(1, 2)) if self.global_pool else x.reshape(x.shape[0], -1)  # (B, F)
         for layer in self.dense:
             x = self.dropout(self.activation(layer(x)), rngs=rngs)
-        return self.out(x)
+        return x
 
 
 def window_pool(x: jax.Array, size: int, kind: str) -> jax.Array:

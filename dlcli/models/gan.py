@@ -1,10 +1,18 @@
-"""GAN family: a generator and a discriminator in one module, and the pair of
-optimizers that train them.
+"""GAN family: MLP and DCGAN-style generators and discriminators in one module, and the
+pair of optimizers that train them.
 
 `generate(z)` maps latents (B, latent) to samples (B, *data_shape) (images through a
 sigmoid, so in [0, 1]); `critic(x)` scores samples (B, ...) in packs of `pack`
-consecutive samples -> (B / pack,) logits or critic values; `sample(key, n)` draws n
-samples from the prior.
+consecutive samples (PacGAN) -> (B / pack,) logits or critic values; `sample(key, n)`
+draws n samples from the prior, with the moving average of the generator when the run
+keeps one (`ema`).
+
+Initialisation (`init`): `fan_in_uniform` draws weights and biases from
+U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default for dense and conv layers);
+`flax` keeps Flax's LeCun-normal weights and zero biases. On 2-D data the difference
+decides the outcome: with zero biases every first-layer ReLU hinge passes through the
+origin, so the discriminator can tell directions but not the radius of a ring of
+modes, and training stalls on one or two modes (README, "GAN initialisation").
 """
 
 from __future__ import annotations
@@ -17,8 +25,29 @@ import optax
 from flax import nnx
 
 from dlcli.data import DatasetInfo
+from dlcli.models.autoencoder import depth_to_space
+from dlcli.models.cnn import im2col_conv
 
-NORMS = {"batch": lambda n, rngs: nnx.BatchNorm(n, rngs=rngs), "layer": lambda n, rngs: nnx.LayerNorm(n, rngs=rngs)}
+
+def _uniform(bound: float):
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _init(init: str, fan_in: int) -> dict:
+    return {"kernel_init": _uniform(fan_in**-0.5), "bias_init": _uniform(fan_in**-0.5)} if init == "fan_in_uniform" else {}
+
+
+def dense(a: int, b: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(a, b, rngs=rngs, **_init(init, a))
+
+
+def conv3x3(c_in: int, c_out: int, stride: int, init: str, rngs: nnx.Rngs) -> nnx.Conv:
+    return nnx.Conv(c_in, c_out, (3, 3), strides=stride, padding="SAME", conv_general_dilated=im2col_conv,
+                    rngs=rngs, **_init(init, 9 * c_in))
+
+
+def norm_layer(kind: str, features: int, rngs: nnx.Rngs) -> nnx.Module | None:
+    return {"batch": nnx.BatchNorm, "layer": nnx.LayerNorm}[kind](features, rngs=rngs) if kind != "none" else None
 
 
 class MLPGenerator(nnx.Module):
@@ -26,9 +55,9 @@ class MLPGenerator(nnx.Module):
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         sizes = [cfg.latent, *cfg.generator]
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.norms = nnx.List([NORMS[cfg.norm](b, rngs) for b in cfg.generator] if cfg.norm != "none" else [])
-        self.out = nnx.Linear(sizes[-1], math.prod(info.input_shape), rngs=rngs)
+        self.layers = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.norms = nnx.List([norm_layer(cfg.norm, b, rngs) for b in cfg.generator] if cfg.norm != "none" else [])
+        self.out = dense(sizes[-1], math.prod(info.input_shape), cfg.init, rngs)
         self.shape = tuple(info.input_shape)
         self.images = info.is_image
 
@@ -44,44 +73,115 @@ class MLPGenerator(nnx.Module):
 
 
 class MLPDiscriminator(nnx.Module):
-    """(B', pack x data size) -> dense `discriminator` widths (leaky ReLU 0.2) -> (B',)."""
+    """x (B, ...) in packs of `pack` -> (B / pack, pack x data size) -> dense
+    `discriminator` widths (leaky ReLU 0.2) -> (B / pack,)."""
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         sizes = [cfg.pack * math.prod(info.input_shape), *cfg.discriminator]
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.out = nnx.Linear(sizes[-1], 1, rngs=rngs)
+        self.layers = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.out = dense(sizes[-1], 1, cfg.init, rngs)
+        self.pack = cfg.pack
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x
+        h = x.reshape(x.shape[0] // self.pack, -1)
         for layer in self.layers:
             h = jax.nn.leaky_relu(layer(h), 0.2)
         return self.out(h)[:, 0]
 
 
-def critic(discriminator: nnx.Module, x: jax.Array, pack: int) -> jax.Array:
-    """x (B, ...) -> (B / pack,): each score reads `pack` consecutive samples."""
-    return discriminator(x.reshape(x.shape[0] // pack, -1))
+class ConvGenerator(nnx.Module):
+    """DCGAN-style: z (B, latent) -> dense -> (B, H/2^k, W/2^k, g_channels[0]) -> k
+    sub-pixel upsampling blocks (3x3 conv to 4x the channels, 2x2 depth-to-space, norm,
+    ReLU) through g_channels[1:] -> 3x3 conv to the image's channels -> sigmoid -> (B, H, W, C)."""
+
+    def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
+        self.start = cfg.generator_start(info)
+        self.project = dense(cfg.latent, math.prod(self.start), cfg.init, rngs)
+        self.project_norm = norm_layer(cfg.norm, cfg.g_channels[0], rngs)
+        chain = cfg.g_channels
+        self.ups = nnx.List([conv3x3(a, 4 * b, 1, cfg.init, rngs) for a, b in zip(chain[:-1], chain[1:])])
+        self.norms = nnx.List([norm_layer(cfg.norm, b, rngs) for b in chain[1:]] if cfg.norm != "none" else [])
+        self.out = conv3x3(chain[-1], info.input_shape[2], 1, cfg.init, rngs)
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        h = self.project(z).reshape(z.shape[0], *self.start)
+        h = jax.nn.relu(self.project_norm(h) if self.project_norm is not None else h)
+        for i, up in enumerate(self.ups):
+            h = depth_to_space(up(h))
+            h = jax.nn.relu(self.norms[i](h) if self.norms else h)
+        return jax.nn.sigmoid(self.out(h))
+
+
+class ConvDiscriminator(nnx.Module):
+    """DCGAN-style: x (B, H, W, C) in packs of `pack` (stacked on channels) -> 3x3
+    stride-2 convs `d_channels` (leaky ReLU 0.2) -> flattened -> dense -> (B / pack,)."""
+
+    def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
+        chain = [cfg.pack * info.input_shape[2], *cfg.d_channels]
+        self.convs = nnx.List([conv3x3(a, b, 2, cfg.init, rngs) for a, b in zip(chain[:-1], chain[1:])])
+        self.out = dense(cfg.discriminator_features(info), 1, cfg.init, rngs)
+        self.pack = cfg.pack
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, height, width, channels = x.shape
+        h = x.reshape(batch // self.pack, self.pack, height, width, channels).transpose(0, 2, 3, 1, 4)
+        h = h.reshape(batch // self.pack, height, width, self.pack * channels)
+        for conv in self.convs:
+            h = jax.nn.leaky_relu(conv(h), 0.2)
+        return self.out(h.reshape(h.shape[0], -1))[:, 0]
+
+
+class Average(nnx.Variable):
+    """A moving average of a generator parameter (not trained, not counted as a parameter)."""
+
+
+def _as_average(generator: nnx.Module) -> nnx.Module:
+    """A copy of `generator` (in buffers of its own) whose parameters are `Average` variables."""
+    graphdef, state = nnx.split(generator)
+
+    def copy(variable):
+        value = jnp.array(variable.get_value(), copy=True)
+        return Average(value) if isinstance(variable, nnx.Param) else type(variable)(value)
+
+    state = jax.tree.map(copy, state, is_leaf=lambda v: isinstance(v, nnx.Variable))
+    return nnx.merge(graphdef, state)
 
 
 class GAN(nnx.Module):
+    """The generator and discriminator of one run, and (with `ema`) the generator's
+    moving average, which evaluation and sampling use."""
+
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
-        self.generator = MLPGenerator(cfg, info, rngs=rngs)
-        self.discriminator = MLPDiscriminator(cfg, info, rngs=rngs)
-        self.latent, self.pack = cfg.latent, cfg.pack
+        conv = cfg.architecture == "dcgan"
+        self.generator = (ConvGenerator if conv else MLPGenerator)(cfg, info, rngs=rngs)
+        self.discriminator = (ConvDiscriminator if conv else MLPDiscriminator)(cfg, info, rngs=rngs)
+        self.average = _as_average(self.generator) if cfg.ema is not None else None
+        self.ema, self.latent = cfg.ema, cfg.latent
 
     def generate(self, z: jax.Array) -> jax.Array:
-        return self.generator(z)
+        """z (B, latent) -> samples (B, ...) of the evaluated generator (the average if kept)."""
+        return (self.average if self.average is not None else self.generator)(z)
 
     def critic(self, x: jax.Array) -> jax.Array:
-        return critic(self.discriminator, x, self.pack)
+        return self.discriminator(x)
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         return self.generate(jax.random.normal(key, (n, self.latent)))
 
+    def update_average(self) -> None:
+        """average <- ema * average + (1 - ema) * generator; normalisation statistics copied."""
+        if self.average is None:
+            return
+        pairs = zip((v for _, v in nnx.iter_graph(self.average) if isinstance(v, nnx.Variable)),
+                    (v for _, v in nnx.iter_graph(self.generator) if isinstance(v, nnx.Variable)))
+        for kept, current in pairs:
+            mixed = self.ema * kept.get_value() + (1 - self.ema) * current.get_value()
+            kept.set_value(mixed if isinstance(kept, Average) else current.get_value())
+
 
 class GANOptimizers(nnx.Module):
-    """Adam for the generator and for the discriminator (learning rates on the run's
-    schedule). (WIP: the `ema` average of the generator's weights is not built yet.)"""
+    """Adam for the generator and for the discriminator, each with its own peak learning
+    rate on the run's schedule and the spec's (b1, b2)."""
 
     def __init__(self, model: GAN, cfg, schedule_for):
         def adam(peak):

@@ -24,10 +24,14 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """x (B, *input_shape) -> outputs (B, n_outputs)."""
+        return self.out(self.features(x, rngs=rngs))
+
+    def features(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """x (B, *input_shape) -> the last hidden layer's activations (B, width), the head's input."""
         x = x.reshape(x.shape[0], -1)  # (B, D)
         for i, layer in enumerate(self.hidden):
             x = layer(x)
             if self.norms:
                 x = self.norms[i](x)
             x = self.dropout(self.activation(x), rngs=rngs)
-        return self.out(x)
+        return x

@@ -1,12 +1,15 @@
 """Spec of the GAN family (`model.name: gan`): a generator and a discriminator trained
-together, MLP (`architecture: mlp`) or DCGAN-style convolutional (`architecture: dcgan`).
+together, MLP (`architecture: mlp`, widths `generator` and `discriminator`) or
+DCGAN-style convolutional (`architecture: dcgan`, channels `g_channels` and `d_channels`).
 
 The two networks have their own Adam optimizers (`g_learning_rate`, `d_learning_rate`,
 `b1` 0.5 and `b2` as in DCGAN); `loss` is `non_saturating` (the original GAN with the
 generator maximising log D(G(z))), `hinge` or `wgan_gp` (Wasserstein critic with the
 gradient penalty `gp_weight`, 10 unless given); the discriminator takes `n_critic`
 steps per generator step and sees `pack` samples at once (PacGAN); `ema` keeps an
-exponential moving average of the generator's weights for evaluation and sampling.
+exponential moving average of the generator's weights for evaluation and sampling;
+`classifier_run` names a dlcli classification run on the same images whose predictions
+and penultimate features measure the samples (class coverage, Fréchet distance).
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
 
 
+def _conv3x3_params(chain: list[int], factor: int = 1) -> int:
+    """3x3 convs chain[0] -> factor * chain[1] -> ..., with biases."""
+    return sum(9 * a * factor * b + factor * b for a, b in zip(chain[:-1], chain[1:]))
+
+
 @MODELS.register("gan")
 @dataclasses.dataclass
 class GANConfig:
@@ -28,12 +36,14 @@ class GANConfig:
     reference_dataset: ClassVar[str] = "ring8"
     task_kind: ClassVar[str] = "generation"
     generative: ClassVar[bool] = True
-    metrics: ClassVar[tuple[str, ...]] = ()
     name: str = "gan"
     architecture: Literal["mlp", "dcgan"] = "mlp"
     latent: int = bounded(64, low=1)
+    init: Literal["fan_in_uniform", "flax"] = "fan_in_uniform"
     generator: list[int] = bounded([256, 256], low=1)
     discriminator: list[int] = bounded([256, 256], low=1)
+    g_channels: list[int] = bounded([64, 32, 16], low=1)
+    d_channels: list[int] = bounded([32, 64], low=1)
     norm: Literal["none", "batch", "layer"] = "none"
     loss: Literal["non_saturating", "hinge", "wgan_gp"] = "non_saturating"
     gp_weight: float | None = bounded(None, low=0.0, low_open=True)
@@ -44,6 +54,7 @@ class GANConfig:
     d_learning_rate: float = bounded(2e-4, low=0.0, low_open=True)
     b1: float = bounded(0.5, low=0.0, high=1.0, high_open=True)
     b2: float = bounded(0.999, low=0.0, high=1.0, high_open=True)
+    classifier_run: str | None = None
 
     def validate(self, path: str) -> None:
         if self.gp_weight is not None and self.loss != "wgan_gp":
@@ -61,13 +72,56 @@ class GANConfig:
         if self.architecture == "dcgan" and not info.is_image:
             raise BadInput(f"an image generator (architecture: dcgan) cannot model data of shape {info.input_shape}; "
                            "use architecture: mlp for 2-D points")
+        if self.classifier_run is not None and not info.is_image:
+            raise BadInput("model.classifier_run measures generated images, but this dataset is not images; "
+                           "remove classifier_run")
+        if self.architecture == "dcgan":
+            height, width, _ = info.input_shape
+            factor = 2 ** (len(self.g_channels) - 1)
+            if height % factor or width % factor:
+                raise BadInput(f"model.g_channels has {len(self.g_channels) - 1} upsampling steps (x{factor}) but the "
+                               f"images are {height}x{width}; use as many steps as halve {height} exactly")
+
+    def check_data(self, data) -> None:
+        info = data.info()
+        if not info.is_image and not hasattr(data, "centres"):
+            raise BadInput(f"model 'gan' is measured on ring8, grid25 or image datasets, not {data.name!r}")
+        if info.is_image and self.classifier_run is None:
+            raise BadInput("a GAN on images is measured by a classifier dlcli trained on the same dataset: train one "
+                           "(e.g. dlcli train experiments/cnn_mnist.yaml) and set model.classifier_run to its run folder")
+
+    def metrics_for(self, info: DatasetInfo) -> tuple[str, ...]:
+        """What each evaluation reports: mode statistics for 2-D mixtures, the classifier's view for images."""
+        if info.is_image:
+            return ("frechet", "class_kl", "classes", "confident", "top_class_share", "frechet_reference")
+        return ("kl_uniform", "modes", "high_quality")
+
+    def generator_start(self, info: DatasetInfo) -> tuple[int, int, int]:
+        """(H, W, C) of the DCGAN generator's first feature map."""
+        height, width, _ = info.input_shape
+        factor = 2 ** (len(self.g_channels) - 1)
+        return height // factor, width // factor, self.g_channels[0]
+
+    def discriminator_features(self, info: DatasetInfo) -> int:
+        """Features after the DCGAN discriminator's stride-2 convs ('same' padding: sizes round up)."""
+        height, width, _ = info.input_shape
+        for _ in self.d_channels:
+            height, width = -(-height // 2), -(-width // 2)
+        return height * width * self.d_channels[-1]
 
     def generator_params(self, info: DatasetInfo) -> int:
-        norm = 2 * sum(self.generator) if self.norm != "none" else 0
-        return dense_params([self.latent, *self.generator, math.prod(info.input_shape)]) + norm
+        norm = 2 if self.norm != "none" else 0  # scale and bias per normalised feature
+        if self.architecture == "mlp":
+            return dense_params([self.latent, *self.generator, math.prod(info.input_shape)]) + norm * sum(self.generator)
+        start = self.generator_start(info)
+        return (dense_params([self.latent, math.prod(start)]) + _conv3x3_params(self.g_channels, factor=4)
+                + _conv3x3_params([self.g_channels[-1], info.input_shape[2]]) + norm * sum(self.g_channels))
 
     def discriminator_params(self, info: DatasetInfo) -> int:
-        return dense_params([self.pack * math.prod(info.input_shape), *self.discriminator, 1])
+        if self.architecture == "mlp":
+            return dense_params([self.pack * math.prod(info.input_shape), *self.discriminator, 1])
+        return (_conv3x3_params([self.pack * info.input_shape[2], *self.d_channels])
+                + dense_params([self.discriminator_features(info), 1]))
 
     def param_count(self, info: DatasetInfo) -> int:
         return self.generator_params(info) + self.discriminator_params(info)

@@ -9,14 +9,16 @@ Losses, with D the discriminator's logit (or critic value) on a pack of samples:
   x_hat between real and fake samples; G minimises -D(fake).
 
 Evaluation generates one sample per real example of the split, its latent fixed by the
-example's index; for 2-D mixtures the samples are scored as in VEEGAN and PacGAN (see
-`dlcli.data.mixtures.mode_statistics`): `modes` covered, `high_quality` share,
-`kl_uniform` of the mode histogram.
+example's index and the split, so every evaluation (and `dlcli eval`) of a split sees
+the same latents and validation and test see different ones. 2-D mixtures are scored as
+in VEEGAN and PacGAN (`modes` covered, `high_quality` share, `kl_uniform` of the mode
+histogram); images by a dlcli-trained classifier (`Judge`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +26,129 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dlcli.models.gan import critic
+from dlcli.errors import BadInput
 
 EVAL_LATENT_KEY = 20261125
+SPLIT_LATENT_OFFSET = {"train": 0, "val": 1 << 24, "test": 2 << 24}  # distinct latents per split
+CONFIDENT = 0.9  # a sample counts as a clear member of its class at this classifier confidence
+JUDGE_REFERENCE_EXAMPLES = 10_000  # training images whose features are the Fréchet reference
+
+
+def frechet_distance(mean_a, cov_a, mean_b, cov_b) -> float:
+    """||mean_a - mean_b||^2 + tr(cov_a + cov_b - 2 (cov_a cov_b)^(1/2)), in float64; the
+    trace of the matrix square root is the sum of the square roots of the eigenvalues of
+    cov_a^(1/2) cov_b cov_a^(1/2) (symmetric, so `eigh` is exact where `sqrtm` is not)."""
+    mean_a, mean_b, cov_a, cov_b = (np.asarray(a, np.float64) for a in (mean_a, mean_b, cov_a, cov_b))
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    trace_root = np.sqrt(np.clip(middle, 0, None)).sum()
+    return float(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+
+
+def moments(sums: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Feature sums {"n", "features", "outer"} -> mean (F,) and unbiased covariance (F, F)."""
+    n = float(sums["n"])
+    mean = np.asarray(sums["features"], np.float64) / n
+    cov = (np.asarray(sums["outer"], np.float64) - n * np.outer(mean, mean)) / max(n - 1, 1)
+    return mean, cov
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Judge:
+    """A classification run's model that measures generated images: its predictions give
+    the class histogram, its head's inputs (penultimate features) the Fréchet distance
+    to the training images' features (`reference_mean`, `reference_cov`)."""
+
+    graphdef: nnx.GraphDef
+    state: nnx.State
+    reference_mean: np.ndarray
+    reference_cov: np.ndarray
+    reference_distance: float  # the real test images' distance, the value a perfect generator is near
+
+    @classmethod
+    def load(cls, run: str, dataset: str, splits, n_generated: int) -> "Judge":
+        """The classifier of run folder `run` (an mlp or cnn run on `dataset`), with reference statistics from `splits`."""
+        from dlcli.generate import restore_model
+        from dlcli.train.loop import read_trained_run
+
+        cfg = read_trained_run(Path(run))
+        if cfg.task_kind != "classification" or cfg.model.name not in ("mlp", "cnn"):
+            raise BadInput(f"model.classifier_run {run} trained {cfg.model.name!r} for {cfg.task_kind}; "
+                           "it must be an mlp or cnn classification run")
+        if cfg.data.name != dataset or cfg.info.input_shape != splits.info.input_shape:
+            raise BadInput(f"model.classifier_run {run} was trained on {cfg.data.name!r}, not {dataset!r}; "
+                           f"train a classifier on {dataset!r} and point classifier_run at it")
+        if getattr(cfg.data, "normalize", None) != "unit":
+            raise BadInput(f"model.classifier_run {run} was trained on standardised pixels, but generators "
+                           "produce values in [0, 1]; retrain it with data.normalize: unit")
+        model, _ = restore_model(cfg, Path(run), cfg.info, "best")
+        graphdef, state = nnx.split(model)
+        judge = cls(graphdef, state, np.zeros(0), np.zeros((0, 0)), 0.0)
+        train = judge.feature_sums(splits.train[0][:JUDGE_REFERENCE_EXAMPLES])
+        test = judge.feature_sums(splits.test[0][:n_generated])
+        mean, cov = moments(train)
+        return dataclasses.replace(judge, reference_mean=mean, reference_cov=cov,
+                                   reference_distance=frechet_distance(*moments(test), mean, cov))
+
+    def feature_sums(self, images: np.ndarray, batch: int = 1000) -> dict[str, np.ndarray]:
+        """Sums of the penultimate features and their outer products over (N, H, W, C) images."""
+        measure = jax.jit(lambda x: self.measure(x, jnp.ones(x.shape[0])))
+        parts = [jax.device_get(measure(images[i: i + batch])) for i in range(0, len(images), batch)]
+        return {k: sum(p[k] for p in parts) for k in ("n", "features", "outer")}
+
+    def measure(self, images: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+        """(B, H, W, C) images, mask (B,) -> sums of class counts, confident predictions and features."""
+        classifier = nnx.merge(self.graphdef, self.state)
+        features = classifier.features(images)  # (B, F)
+        probs = jax.nn.softmax(classifier.out(features))  # (B, K)
+        weighted = features * mask[:, None]
+        return {"n": mask.sum(), "class_counts": (jax.nn.one_hot(probs.argmax(1), probs.shape[1]) * mask[:, None]).sum(0),
+                "confident_counts": (jax.nn.one_hot(probs.argmax(1), probs.shape[1])
+                                     * ((probs.max(1) >= CONFIDENT) * mask)[:, None]).sum(0),
+                "features": weighted.sum(0), "outer": weighted.T @ features}
+
+    def scores(self, sums: dict) -> dict[str, float]:
+        counts = np.asarray(sums["class_counts"], np.float64)
+        confident = np.asarray(sums["confident_counts"], np.float64)
+        return {"classes": int((confident > 0).sum()), "class_kl": kl_to_uniform(counts),
+                "top_class_share": float(counts.max() / max(counts.sum(), 1.0)),
+                "confident": float(confident.sum() / max(float(sums["n"]), 1.0)),
+                "frechet": frechet_distance(*moments(sums), self.reference_mean, self.reference_cov),
+                "frechet_reference": self.reference_distance}
+
+
+def stability_warnings(history: list[dict], record: dict) -> list[str]:
+    """Signs of a failing GAN in an evaluation `record`, given the earlier records:
+    coverage (val/modes, val/classes) 2 or more below its best, one class holding over
+    half the samples, or a loss that is not finite or has grown past 10x (and 10) its
+    size at the first evaluation."""
+    warnings = []
+    for name in ("val/modes", "val/classes"):
+        if name in record:
+            best = max([r[name] for r in history if name in r], default=record[name])
+            if record[name] <= best - 2:
+                warnings.append(f"collapse: {name} fell from {best:g} to {record[name]:g}")
+    share = record.get("val/top_class_share")
+    if share is not None and share > 0.5:
+        warnings.append(f"collapse: {share:.0%} of the samples are one class")
+    for name in ("train/d_loss", "train/g_loss"):
+        first = next((r[name] for r in history if name in r), None)
+        value = record.get(name)
+        if value is None:
+            continue
+        if not np.isfinite(value) or (first is not None and abs(value) > 10 * max(abs(first), 1.0)):
+            warnings.append(f"divergence: {name} is {value:.4g}" + (f" (first evaluation: {first:.4g})" if first is not None else ""))
+    return warnings
+
+
+def kl_to_uniform(counts: np.ndarray) -> float:
+    """KL(counts / total || uniform over len(counts)) in nats; infinite for no counts."""
+    total = counts.sum()
+    if not total:
+        return float("inf")
+    shares = counts[counts > 0] / total
+    return float(np.sum(shares * np.log(shares * len(counts))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +159,7 @@ class Adversarial:
     latent: int
     centres: tuple[tuple[float, ...], ...] | None = None  # the modes of a 2-D mixture
     std: float = 0.0
+    judge: Judge | None = None
     kind: str = "generation"
 
     @classmethod
@@ -45,6 +168,10 @@ class Adversarial:
         centres = tuple(map(tuple, data.centres().tolist())) if hasattr(data, "centres") else None
         return cls(cfg.model.loss, cfg.model.penalty, cfg.model.n_critic, cfg.model.latent, centres,
                    getattr(data, "std", 0.0))
+
+    def first_index(self, split: str) -> int:
+        """Evaluation latents of `split` are keyed by example index + this offset."""
+        return SPLIT_LATENT_OFFSET[split]
 
     def targets(self, x, y):
         return y
@@ -61,25 +188,26 @@ class Adversarial:
             return jax.nn.softplus(-fake_scores).mean()
         return -fake_scores.mean()
 
+    def gradient_penalty(self, discriminator, real, fake, key) -> jax.Array:
+        """Mean of (||d D / d x_hat|| - 1)^2 over packs of points x_hat on the lines between real and fake samples."""
+        batch = real.shape[0]
+        mix = jax.random.uniform(key, (batch,) + (1,) * (real.ndim - 1))
+        between = mix * real + (1 - mix) * fake
+        grads = jax.grad(lambda b: discriminator(b).sum())(between)
+        packs = grads.reshape(batch // discriminator.pack, -1)  # one gradient per input the critic scores
+        return jnp.mean((jnp.sqrt(jnp.sum(packs**2, axis=1) + 1e-12) - 1.0) ** 2)
+
     def update(self, model, optimizers, x, step, key) -> dict[str, jax.Array]:
         """One discriminator step on the real batch x (B, ...), and a generator step when
         (step + 1) % n_critic == 0. Returns the step's metrics."""
         batch = x.shape[0]
         d_key, gp_key, g_key = jax.random.split(key, 3)
-        fake = jax.lax.stop_gradient(model.generate(jax.random.normal(d_key, (batch, self.latent))))
-
-        pack = model.pack
+        fake = jax.lax.stop_gradient(model.generator(jax.random.normal(d_key, (batch, self.latent))))
 
         def d_objective(discriminator):
-            real_scores, fake_scores = critic(discriminator, x, pack), critic(discriminator, fake, pack)
+            real_scores, fake_scores = discriminator(x), discriminator(fake)
             loss = self._d_loss(real_scores, fake_scores)
-            gp = jnp.asarray(0.0)
-            if self.penalty:
-                mix = jax.random.uniform(gp_key, (batch,) + (1,) * (x.ndim - 1))
-                between = mix * x + (1 - mix) * fake
-                grads = jax.grad(lambda b: critic(discriminator, b, pack).sum())(between)
-                norms = jnp.sqrt(jnp.sum(grads.reshape(batch // pack, -1) ** 2, axis=1) + 1e-12)
-                gp = self.penalty * jnp.mean((norms - 1.0) ** 2)
+            gp = self.penalty * self.gradient_penalty(discriminator, x, fake, gp_key) if self.penalty else jnp.asarray(0.0)
             return loss + gp, {"d_loss": loss, "gp": gp, "d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
 
         (_, d_metrics), d_grads = nnx.value_and_grad(d_objective, has_aux=True)(model.discriminator)
@@ -87,11 +215,11 @@ class Adversarial:
 
         def g_step(model, optimizers):
             def g_objective(generator):
-                fake = generator(jax.random.normal(g_key, (batch, self.latent)))
-                return self._g_loss(critic(model.discriminator, fake, pack))
+                return self._g_loss(model.discriminator(generator(jax.random.normal(g_key, (batch, self.latent)))))
 
             g_loss, g_grads = nnx.value_and_grad(g_objective)(model.generator)
             optimizers.generator.update(model.generator, g_grads)
+            model.update_average()
             return g_loss, optax.tree.norm(g_grads)
 
         def skip(model, optimizers):
@@ -105,11 +233,13 @@ class Adversarial:
                 "d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": g_norm}
 
     def eval_outputs(self, model, x, index):
+        """One generated sample per example (B, ...), its latent a function of the example's index alone."""
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(EVAL_LATENT_KEY), i))(index)
-        z = jax.vmap(lambda k: jax.random.normal(k, (self.latent,)))(keys)
-        return model.generate(z)
+        return model.generate(jax.vmap(lambda k: jax.random.normal(k, (self.latent,)))(keys))
 
     def eval_sums(self, samples, y, mask):
+        if self.judge is not None:
+            return self.judge.measure(samples, mask)
         sums = {"count": mask.sum()}
         if self.centres is not None:
             centres = jnp.asarray(self.centres, samples.dtype)
@@ -121,11 +251,10 @@ class Adversarial:
         return sums
 
     def finalize(self, sums):
+        if self.judge is not None:
+            return self.judge.scores(sums)
         if "histogram" not in sums:
             return {}
         counts = np.asarray(sums["histogram"], np.float64)
-        shares = counts / max(counts.sum(), 1.0)
-        present = shares > 0
-        kl = float(np.sum(shares[present] * np.log(shares[present] * len(counts)))) if counts.sum() else float("inf")
-        return {"modes": int(present.sum()), "high_quality": float(sums["good"]) / float(sums["count"]),
-                "kl_uniform": kl}
+        return {"modes": int((counts > 0).sum()), "high_quality": float(sums["good"]) / float(sums["count"]),
+                "kl_uniform": kl_to_uniform(counts)}

@@ -38,7 +38,9 @@ class Experiment:
         """The split staged on the device (once) in evaluation batches."""
         if split not in self._staged:
             x, y = self.splits.split(split)
-            self._staged[split] = EvalBatches(x, self.steps.task.targets(x, y), self.cfg.training.eval_batch_size)
+            task = self.steps.task
+            first = task.first_index(split) if hasattr(task, "first_index") else 0
+            self._staged[split] = EvalBatches(x, task.targets(x, y), self.cfg.training.eval_batch_size, first)
         return self._staged[split]
 
     def pure_state(self) -> dict:
@@ -68,6 +70,11 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
     info = splits.info
     model, optimizer, schedule = build_model(cfg, info, total)
     task = make_task(cfg)
+    if getattr(cfg.model, "classifier_run", None) is not None:  # a GAN on images, measured by a trained classifier
+        from dlcli.tasks.adversarial import Judge
+
+        judge = Judge.load(cfg.model.classifier_run, cfg.data.name, splits, num_examples(splits.val[0]))
+        task = dataclasses.replace(task, judge=judge)
     steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)
     x_train, y_train = (jax.device_put(a) for a in splits.train)
     y_train = task.targets(x_train, y_train)

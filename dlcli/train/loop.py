@@ -116,9 +116,13 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                     progress.update(step, _epoch(step, exp), float(metrics["loss"][-1]),
                                     float(metrics[metric_name][-1]), samples_per_s)
             record = _period_record(exp, step, chunks, samples_per_s, time.perf_counter() - start_time)
+            if cfg.task_kind == "generation":
+                _watch_generator(exp, run_dir, record)
             log.write(record)
             if progress:
                 progress.log(_describe(record))
+                for warning in record.get("warnings", []):
+                    progress.log(f"[yellow]warning[/yellow] at step {step}: {warning}")
             value = record[cfg.monitor]
             improved = book.update(value, step, cfg.monitor_mode, training.min_delta)
             stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
@@ -129,6 +133,21 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
     checkpoints.wait()
     return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time, data_dir)
+
+
+def _watch_generator(exp: Experiment, run_dir: Path, record: dict) -> None:
+    """A GAN's evaluation extras: its samples drawn to samples/step_N.png, and the
+    stability warnings of this evaluation added to the record."""
+    from dlcli.analysis import draw_samples
+    from dlcli.tasks.adversarial import stability_warnings
+
+    model, _ = nnx.merge(exp.steps.eval_graphdef, exp.steps.state)
+    out = run_dir / "samples" / f"step_{record['step']:07d}.png"
+    out.parent.mkdir(exist_ok=True)
+    draw_samples(model, exp.cfg, out, f"{run_dir.name}: step {record['step']}", n=2500 if hasattr(exp.cfg.data, "centres") else 64)
+    warnings = stability_warnings(read_metrics(run_dir), record)
+    if warnings:
+        record["warnings"] = warnings
 
 
 def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,

@@ -120,9 +120,9 @@ class CompiledSteps:
 
 class EvalBatches:
     """One split staged on the device as (NB, B, ...) (every array of a dict of inputs)
-    with a mask for the padding rows and each row's example index."""
+    with a mask for the padding rows and each row's example index (from `first_index`)."""
 
-    def __init__(self, x, y: np.ndarray, batch_size: int):
+    def __init__(self, x, y: np.ndarray, batch_size: int, first_index: int = 0):
         n = num_examples(x)
         batch_size = min(batch_size, n)
         n_batches = -(-n // batch_size)
@@ -135,4 +135,4 @@ class EvalBatches:
 
         self.x, self.y = jax.tree.map(stage, x), stage(y)
         self.mask = stage(np.ones(n, np.float32))  # the zero padding rows are masked out
-        self.index = stage(np.arange(n, dtype=np.int32))
+        self.index = stage(np.arange(first_index, first_index + n, dtype=np.int32))
