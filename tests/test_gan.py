@@ -1,0 +1,159 @@
+"""GAN family: parameter counts, the mixtures' mode statistics, the Fréchet distance, the
+players' update schedule and moving average, the gradient penalty, stability warnings,
+the classifier judge on real images, and a run that resumes, evaluates and reproduces."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces
+
+from dlcli.config import load_config
+from dlcli.models import count_params
+from dlcli.tasks import make_task
+from dlcli.tasks.adversarial import Adversarial, Judge, frechet_distance, moments, stability_warnings
+
+RING = ["model.name=gan", "data.name=ring8", "data.n_train=512", "data.n_val=256", "data.n_test=256",
+        "model.latent=2", "model.generator=[16,16]", "model.discriminator=[16,16]", "training.batch_size=64"]
+
+
+def _params(module) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(module))]
+
+
+@pytest.mark.parametrize("overrides", [
+    RING,
+    [*RING, "model.norm=batch", "model.pack=2", "model.ema=0.99"],
+    ["model.name=gan", "data.name=digits", "data.normalize=unit", "model.architecture=dcgan", "model.g_channels=[8,4]",
+     "model.d_channels=[4,8]", "model.norm=layer", "model.pack=2", "model.ema=0.9", "model.classifier_run=x"],
+], ids=["mlp", "mlp-batchnorm-pack-ema", "dcgan-layernorm-pack-ema"])
+def test_parameter_count_matches_the_spec_and_the_average_is_not_counted(overrides):
+    cfg = load_config(None, overrides)
+    model = cfg.model.build(cfg.info, nnx.Rngs(params=0))
+    assert count_params(model) == cfg.model.param_count(cfg.info)
+    samples, scores = nnx.jit(lambda m: (s := m.sample(jax.random.key(0), 4), m.critic(jnp.concatenate([s, s]))))(model)
+    assert samples.shape == (4, *cfg.info.input_shape) and scores.shape == (8 // cfg.model.pack,)
+    if cfg.model.ema is not None:  # the average starts as the generator, in buffers of its own
+        np.testing.assert_array_equal(model.generate(jnp.ones((2, cfg.model.latent))),
+                                      model.generator(jnp.ones((2, cfg.model.latent))))
+
+
+@pytest.mark.parametrize("dataset", ["ring8", "grid25"])
+def test_real_samples_score_as_the_papers_define(dataset):
+    """A perfect sampler: every mode covered, P(chi2_2 < 9) = 1 - e^-4.5 high quality, near-uniform histogram;
+    the same points moved 10 std away from their modes are none of these."""
+    cfg = load_config(None, ["model.name=gan", f"data.name={dataset}"])
+    task = make_task(cfg)
+    points, _ = cfg.data.load(SHARED_DATA).test
+    mask = jnp.ones(len(points))
+    real = task.finalize(task.eval_sums(jnp.asarray(points), None, mask))
+    assert real["modes"] == len(cfg.data.centres())
+    assert abs(real["high_quality"] - (1 - np.exp(-4.5))) < 0.01
+    assert real["kl_uniform"] < 0.02
+    moved = task.finalize(task.eval_sums(jnp.asarray(points) + jnp.array([10 * cfg.data.std, 0.0]), None, mask))
+    assert moved["modes"] == 0 and moved["high_quality"] == 0 and moved["kl_uniform"] == np.inf
+
+
+def test_frechet_distance_of_gaussians():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.5, 2.0, 5), rng.uniform(0.5, 2.0, 5)
+    mean = rng.normal(size=5)
+    # diagonal covariances: ||mean difference||^2 + sum (a - b)^2
+    assert frechet_distance(mean, np.diag(a**2), 0 * mean, np.diag(b**2)) == pytest.approx(
+        np.sum(mean**2) + np.sum((a - b) ** 2))
+    from scipy.linalg import sqrtm
+
+    x, y = rng.normal(size=(5, 5)), rng.normal(size=(5, 5))
+    cov_a, cov_b = x @ x.T, y @ y.T
+    expected = np.trace(cov_a + cov_b - 2 * np.real(sqrtm(cov_a @ cov_b)))
+    assert frechet_distance(mean, cov_a, mean, cov_b) == pytest.approx(expected, rel=1e-6)
+    features = rng.normal(size=(50, 3)).astype(np.float32)
+    sums = {"n": 50, "features": features.sum(0), "outer": features.T @ features}
+    np.testing.assert_allclose(moments(sums)[1], np.cov(features, rowvar=False), rtol=1e-5)
+
+
+def test_discriminator_steps_every_step_generator_every_n_critic_and_the_average_follows():
+    cfg = load_config(None, [*RING, "model.loss=wgan_gp", "model.n_critic=2", "model.ema=0.9"])
+    task = make_task(cfg)
+    from dlcli.models.gan import GANOptimizers
+
+    model = cfg.model.build(cfg.info, nnx.Rngs(params=0))
+    optimizers = GANOptimizers(model, cfg.model, lambda peak: peak)
+    x = jnp.asarray(cfg.data.load(SHARED_DATA).train[0][:64])
+    d0, g0, avg0 = _params(model.discriminator), _params(model.generator), _params(model.average)
+    update = nnx.jit(task.update)
+    metrics = update(model, optimizers, x, jnp.asarray(0), jax.random.key(1))
+    assert np.isnan(metrics["g_loss"]) and metrics["gp"] > 0
+    # every discriminator parameter moves but the output bias, which a Wasserstein loss cancels
+    assert sum(not np.array_equal(a, b) for a, b in zip(d0, _params(model.discriminator))) == len(d0) - 1
+    assert all(np.array_equal(a, b) for a, b in zip(g0, _params(model.generator)))
+    assert all(np.array_equal(a, b) for a, b in zip(avg0, _params(model.average)))
+    metrics = update(model, optimizers, x, jnp.asarray(1), jax.random.key(2))
+    assert np.isfinite(metrics["g_loss"]) and metrics["g_grad_norm"] > 0
+    g1 = _params(model.generator)
+    assert all(not np.array_equal(a, b) for a, b in zip(g0, g1))
+    for old, new, average in zip(avg0, g1, _params(model.average)):
+        np.testing.assert_allclose(average, 0.9 * old + 0.1 * new, rtol=1e-6)
+
+
+class LinearCritic(nnx.Module):
+    pack = 1
+
+    def __init__(self, slope: float):
+        self.weights = nnx.Param(jnp.array([0.6, 0.8]) * slope)  # norm `slope`
+
+    def __call__(self, x):
+        return x @ self.weights.get_value()
+
+
+@pytest.mark.parametrize("slope, penalty", [(1.0, 0.0), (2.0, 1.0), (0.5, 0.25)])
+def test_gradient_penalty_is_the_squared_distance_of_the_slope_from_one(slope, penalty):
+    task = Adversarial("wgan_gp", 10.0, 1, 2)
+    real, fake = jnp.ones((8, 2)), jnp.zeros((8, 2))
+    assert float(task.gradient_penalty(LinearCritic(slope), real, fake, jax.random.key(0))) == pytest.approx(penalty)
+
+
+def test_stability_warnings_name_collapse_and_divergence():
+    history = [{"val/modes": 8, "train/d_loss": 1.3, "train/g_loss": 0.7}]
+    assert stability_warnings(history, {"val/modes": 7, "train/d_loss": 1.2, "train/g_loss": 0.9}) == []
+    warnings = stability_warnings(history, {"val/modes": 5, "train/d_loss": 1.2, "train/g_loss": 40.0})
+    assert warnings == ["collapse: val/modes fell from 8 to 5", "divergence: train/g_loss is 40 (first evaluation: 0.7)"]
+    assert stability_warnings([], {"val/classes": 3, "val/top_class_share": 0.7}) == \
+        ["collapse: 70% of the samples are one class"]
+
+
+def test_judge_measures_real_images_and_its_reference_is_the_test_sets_distance(tmp_path):
+    from dlcli.generate import restore_model
+    from dlcli.train.loop import fit
+
+    classifier = ["data.normalize=unit", "training.epochs=10"]
+    fit(load_config(None, classifier), tmp_path / "classifier", data_dir=SHARED_DATA, show_progress=False)
+    cfg = load_config(None, ["model.name=gan", "data.name=digits", "data.normalize=unit",
+                             f"model.classifier_run={tmp_path / 'classifier'}"])
+    splits = cfg.data.load(SHARED_DATA)
+    n = len(splits.val[0])
+    judge = Judge.load(cfg.model.classifier_run, "digits", splits, n)
+    model, _ = restore_model(load_config(None, classifier), tmp_path / "classifier", cfg.info, "best")
+    train, test = (np.asarray(model.features(jnp.asarray(x)), np.float64) for x in (splits.train[0], splits.test[0][:n]))
+    expected = frechet_distance(test.mean(0), np.cov(test, rowvar=False), train.mean(0), np.cov(train, rowvar=False))
+    assert judge.reference_distance == pytest.approx(expected, rel=1e-3)
+    images = jnp.asarray(splits.test[0])
+    real = judge.scores(judge.measure(images, jnp.ones(len(images))))
+    assert real["classes"] == 10 and real["class_kl"] < 0.05 and real["confident"] > 0.5
+    one = judge.scores(judge.measure(images[:1].repeat(50, 0), jnp.ones(50)))
+    assert one["top_class_share"] == 1.0 and one["classes"] <= 1 and one["frechet"] > 10 * real["frechet"]
+
+
+def test_gan_run_resumes_evaluates_reproduces_and_draws_its_samples(tmp_path):
+    from dlcli.analysis import sample_image_grid
+
+    overrides = [*RING, "model.loss=hinge", "model.norm=batch", "model.pack=2", "model.ema=0.9", "training.steps=64",
+                 "training.eval_every=32", "training.restore_best=false", "checkpoint.keep=3"]
+    assert_resumes_evaluates_and_reproduces(overrides, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "whole" / "samples").iterdir()) == ["step_0000032.png", "step_0000064.png"]
+    result = sample_image_grid(tmp_path / "whole", n=100, out=tmp_path / "points.png")
+    assert result["n"] == 100 and (tmp_path / "points.png").stat().st_size > 0
