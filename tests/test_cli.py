@@ -81,7 +81,9 @@ def test_listing_commands():
                       **{name: load_config(None, [f"model.name={name}", "data.name=mnist", "data.normalize=unit"])
                          .model.param_count(mnist)
                          for name in ("autoencoder", "denoising_autoencoder", "sparse_autoencoder", "vae")},
-                      "encoder_classifier": None}  # its size is that of the autoencoder run it starts from
+                      "encoder_classifier": None,  # its size is that of the autoencoder run it starts from
+                      "gan": load_config(None, ["model.name=gan", "data.name=ring8"]).model.param_count(
+                          DATASETS.get("ring8")().info())}
     datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
     assert set(datasets) == set(DATASETS.names()) >= {"digits", "mnist", "fashion_mnist", "moons", "spirals",
                                                        "regression1d", "sawtooth", "parity", "adding", "copy_memory",
@@ -110,13 +112,18 @@ RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.nam
                "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
                "training.gradient_flow=true")
 RESUME_SEQ2SEQ = (*TINY_SEQ2SEQ, "training.steps=200", "training.eval_every=50")
+RESUME_GAN = ("model.name=gan", "data.name=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256",
+              "model.generator=[32,32]", "model.discriminator=[32,32]", "model.latent=2", "model.loss=wgan_gp",
+              "model.n_critic=2", "model.ema=0.9", "training.steps=400", "training.eval_every=100",
+              "training.steps_per_dispatch=10", "training.batch_size=32", "training.restore_best=false",
+              "schedule.name=warmup_cosine")
 RESUME_VAE = ("model.name=vae", "data.normalize=unit", "model.hidden=[32]", "model.code=4", "training.steps=400",
               "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
               "training.restore_best=false", "model.kl_warmup_steps=300")
 
 
-@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ, RESUME_VAE],
-                         ids=["mlp", "lstm", "transformer_seq2seq", "vae"])
+@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ, RESUME_VAE, RESUME_GAN],
+                         ids=["mlp", "lstm", "transformer_seq2seq", "vae", "gan"])
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, overrides):
     total = load_config(None, list(overrides)).training.steps
     reference = train_json("--run-dir", str(tmp_path / "whole"), *sets(*overrides))

@@ -32,16 +32,19 @@ def short_text(tmp_path_factory) -> Path:
 
 def smoke_overrides(path: Path, short_text: Path, tmp_path: Path) -> list[str]:
     """TINY, plus 64 examples per split of a generated dataset, 1,024 of an image dataset,
-    or a short text; a linear probe on 200 codes; a fine-tuning run starts from a smoke run of its autoencoder."""
+    or a short text; a linear probe on 200 codes; a model that reads another run (a
+    fine-tuned encoder, a GAN's judge) reads a smoke run of that experiment."""
     model = read_yaml(path).get("model", {})
     pretrained = []
-    if model.get("name") == "encoder_classifier":  # its config is valid once the autoencoder run exists
-        source = REPO / "experiments" / f"{Path(model['autoencoder_run']).name}.yaml"
+    for field in ("autoencoder_run", "classifier_run"):  # the config is valid once that run exists
+        if field not in model:
+            continue
+        source = REPO / "experiments" / f"{Path(model[field]).name}.yaml"
         if source.stem not in SMOKE_RUNS:
             source_cfg = load_config(source, smoke_overrides(source, short_text, tmp_path))
-            fit(source_cfg, tmp_path / "pretrained", data_dir=SHARED_DATA, show_progress=False)
-            SMOKE_RUNS[source.stem] = tmp_path / "pretrained"
-        pretrained = [f"model.autoencoder_run={SMOKE_RUNS[source.stem]}"]
+            fit(source_cfg, tmp_path / "source", data_dir=SHARED_DATA, show_progress=False)
+            SMOKE_RUNS[source.stem] = tmp_path / "source"
+        pretrained.append(f"model.{field}={SMOKE_RUNS[source.stem]}")
     cfg = load_config(path, pretrained)
     small = [f"data.{field}=64" for field in ("n_train", "n_val", "n_test") if hasattr(cfg.data, field)]
     text = [f"data.path={short_text}"] if cfg.data.name == "text" else []
@@ -60,7 +63,7 @@ def test_experiment_smoke(path: Path, tmp_path, short_text):
     vocab = tmp_path / "run" / "vocab.json"  # a language model's classes come from its text
     info = cfg.data.info(read_vocab(tmp_path / "run")) if vocab.exists() else cfg.info
     assert summary["params"] == cfg.model.param_count(info)
-    assert all(name in summary["metrics"] for name in ("val/loss", "test/loss"))
+    assert all(f"{split}/{name}" in summary["metrics"] for split in ("val", "test") for name in cfg.metric_names)
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)

@@ -12,8 +12,9 @@ from flax import nnx
 
 from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces
 
-from dlcli.config import load_config
+from dlcli.config import DATASETS, load_config
 from dlcli.models import count_params
+from dlcli.specs.gan import GANConfig
 from dlcli.tasks import make_task
 from dlcli.tasks.adversarial import Adversarial, Judge, frechet_distance, moments, stability_warnings
 
@@ -25,21 +26,21 @@ def _params(module) -> list[np.ndarray]:
     return [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(module))]
 
 
-@pytest.mark.parametrize("overrides", [
-    RING,
-    [*RING, "model.norm=batch", "model.pack=2", "model.ema=0.99"],
-    ["model.name=gan", "data.name=digits", "data.normalize=unit", "model.architecture=dcgan", "model.g_channels=[8,4]",
-     "model.d_channels=[4,8]", "model.norm=layer", "model.pack=2", "model.ema=0.9", "model.classifier_run=x"],
+@pytest.mark.parametrize("settings, dataset", [
+    ({}, "ring8"),
+    ({"norm": "batch", "pack": 2, "ema": 0.99}, "ring8"),
+    ({"architecture": "dcgan", "g_channels": [8, 4], "d_channels": [4, 8], "norm": "layer", "pack": 2, "ema": 0.9},
+     "digits"),
 ], ids=["mlp", "mlp-batchnorm-pack-ema", "dcgan-layernorm-pack-ema"])
-def test_parameter_count_matches_the_spec_and_the_average_is_not_counted(overrides):
-    cfg = load_config(None, overrides)
-    model = cfg.model.build(cfg.info, nnx.Rngs(params=0))
-    assert count_params(model) == cfg.model.param_count(cfg.info)
+def test_parameter_count_matches_the_spec_and_the_average_is_not_counted(settings, dataset):
+    spec = GANConfig(**settings)
+    info = DATASETS.get(dataset)().info()
+    model = spec.build(info, nnx.Rngs(params=0))
+    assert count_params(model) == spec.param_count(info)
     samples, scores = nnx.jit(lambda m: (s := m.sample(jax.random.key(0), 4), m.critic(jnp.concatenate([s, s]))))(model)
-    assert samples.shape == (4, *cfg.info.input_shape) and scores.shape == (8 // cfg.model.pack,)
-    if cfg.model.ema is not None:  # the average starts as the generator, in buffers of its own
-        np.testing.assert_array_equal(model.generate(jnp.ones((2, cfg.model.latent))),
-                                      model.generator(jnp.ones((2, cfg.model.latent))))
+    assert samples.shape == (4, *info.input_shape) and scores.shape == (8 // spec.pack,)
+    if spec.ema is not None:  # the average starts as the generator, in buffers of its own
+        np.testing.assert_array_equal(model.generate(jnp.ones((2, spec.latent))), model.generator(jnp.ones((2, spec.latent))))
 
 
 @pytest.mark.parametrize("dataset", ["ring8", "grid25"])
@@ -136,7 +137,7 @@ def test_judge_measures_real_images_and_its_reference_is_the_test_sets_distance(
                              f"model.classifier_run={tmp_path / 'classifier'}"])
     splits = cfg.data.load(SHARED_DATA)
     n = len(splits.val[0])
-    judge = Judge.load(cfg.model.classifier_run, "digits", splits, n)
+    judge = Judge.load(cfg.model.classifier_run, splits, n)
     model, _ = restore_model(load_config(None, classifier), tmp_path / "classifier", cfg.info, "best")
     train, test = (np.asarray(model.features(jnp.asarray(x)), np.float64) for x in (splits.train[0], splits.test[0][:n]))
     expected = frechet_distance(test.mean(0), np.cov(test, rowvar=False), train.mean(0), np.cov(train, rowvar=False))

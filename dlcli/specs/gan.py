@@ -88,7 +88,28 @@ class GANConfig:
             raise BadInput(f"model 'gan' is measured on ring8, grid25 or image datasets, not {data.name!r}")
         if info.is_image and self.classifier_run is None:
             raise BadInput("a GAN on images is measured by a classifier dlcli trained on the same dataset: train one "
-                           "(e.g. dlcli train experiments/cnn_mnist.yaml) and set model.classifier_run to its run folder")
+                           "(e.g. dlcli train experiments/classifier_mnist.yaml --run-dir runs/classifier_mnist) and "
+                           "set model.classifier_run to its run folder")
+        if self.classifier_run is not None:
+            self._check_classifier(data)
+
+    def _check_classifier(self, data) -> None:
+        """`BadInput` unless classifier_run is an mlp or cnn classification run on the same images in [0, 1]."""
+        from pathlib import Path
+
+        from dlcli.train.loop import read_trained_run
+
+        run = self.classifier_run
+        cfg = read_trained_run(Path(run))
+        if cfg.task_kind != "classification" or cfg.model.name not in ("mlp", "cnn"):
+            raise BadInput(f"model.classifier_run {run} trained {cfg.model.name!r} for {cfg.task_kind}; "
+                           "it must be an mlp or cnn classification run")
+        if cfg.data.name != data.name:
+            raise BadInput(f"model.classifier_run {run} was trained on {cfg.data.name!r}, not {data.name!r}; "
+                           f"train a classifier on {data.name!r} and point classifier_run at it")
+        if getattr(cfg.data, "normalize", None) != "unit":
+            raise BadInput(f"model.classifier_run {run} was trained on standardised pixels, but generators "
+                           "produce values in [0, 1]; retrain it with data.normalize: unit")
 
     def metrics_for(self, info: DatasetInfo) -> tuple[str, ...]:
         """What each evaluation reports: mode statistics for 2-D mixtures, the classifier's view for images."""

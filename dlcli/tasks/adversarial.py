@@ -26,7 +26,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dlcli.errors import BadInput
 
 EVAL_LATENT_KEY = 20261125
 SPLIT_LATENT_OFFSET = {"train": 0, "val": 1 << 24, "test": 2 << 24}  # distinct latents per split
@@ -67,21 +66,14 @@ class Judge:
     reference_distance: float  # the real test images' distance, the value a perfect generator is near
 
     @classmethod
-    def load(cls, run: str, dataset: str, splits, n_generated: int) -> "Judge":
-        """The classifier of run folder `run` (an mlp or cnn run on `dataset`), with reference statistics from `splits`."""
+    def load(cls, run: str, splits, n_generated: int) -> "Judge":
+        """The best checkpoint of classification run `run` (checked by the gan spec), with
+        reference statistics from `splits`: the first JUDGE_REFERENCE_EXAMPLES training
+        images, and the distance of the first `n_generated` test images to them."""
         from dlcli.generate import restore_model
         from dlcli.train.loop import read_trained_run
 
         cfg = read_trained_run(Path(run))
-        if cfg.task_kind != "classification" or cfg.model.name not in ("mlp", "cnn"):
-            raise BadInput(f"model.classifier_run {run} trained {cfg.model.name!r} for {cfg.task_kind}; "
-                           "it must be an mlp or cnn classification run")
-        if cfg.data.name != dataset or cfg.info.input_shape != splits.info.input_shape:
-            raise BadInput(f"model.classifier_run {run} was trained on {cfg.data.name!r}, not {dataset!r}; "
-                           f"train a classifier on {dataset!r} and point classifier_run at it")
-        if getattr(cfg.data, "normalize", None) != "unit":
-            raise BadInput(f"model.classifier_run {run} was trained on standardised pixels, but generators "
-                           "produce values in [0, 1]; retrain it with data.normalize: unit")
         model, _ = restore_model(cfg, Path(run), cfg.info, "best")
         graphdef, state = nnx.split(model)
         judge = cls(graphdef, state, np.zeros(0), np.zeros((0, 0)), 0.0)

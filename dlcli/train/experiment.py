@@ -73,7 +73,7 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
     if getattr(cfg.model, "classifier_run", None) is not None:  # a GAN on images, measured by a trained classifier
         from dlcli.tasks.adversarial import Judge
 
-        judge = Judge.load(cfg.model.classifier_run, cfg.data.name, splits, num_examples(splits.val[0]))
+        judge = Judge.load(cfg.model.classifier_run, splits, num_examples(splits.val[0]))
         task = dataclasses.replace(task, judge=judge)
     steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)
     x_train, y_train = (jax.device_put(a) for a in splits.train)
