@@ -114,7 +114,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                 samples_per_s = _rate(step - period_start, training.batch_size, clock, steps.compile_s - compile_before)
                 if progress:
                     progress.update(step, _epoch(step, exp), float(metrics["loss"][-1]),
-                                    float(metrics[metric_name][-1]), samples_per_s)
+                                    _last_finite(metrics[metric_name]), samples_per_s)
             record = _period_record(exp, step, chunks, samples_per_s, time.perf_counter() - start_time)
             if cfg.task_kind == "generation":
                 _watch_generator(exp, run_dir, record)
@@ -290,6 +290,12 @@ def _meta(exp: Experiment, step: int, book: Bookkeeping, record: dict) -> dict:
         "best_step": book.best_step, "metrics": record, "config": exp.cfg.to_dict(),
         "rng_key": np.asarray(jax.random.key_data(exp.steps.key)).tolist(),
     }
+
+
+def _last_finite(values: np.ndarray) -> float:
+    """The last finite value of a chunk's metric (a GAN's g_loss is NaN on steps without a generator update)."""
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else float("nan")
 
 
 def _describe(record: dict) -> str:
