@@ -25,21 +25,18 @@ before the ratio: PyTorch's threads stall when other work holds the cores.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _machine import DlcliSide, alternate, print_header
+from _machine import DlcliSide, alternate
 from dlcli.config import load_config
 from dlcli.data import Splits
 from dlcli.train.loop import fit
-from train_steps import print_table, write_random_mnist
+from train_steps import one_model_main
 
 OVERRIDES = ["model.name=gan", "model.architecture=mlp", "model.latent=64", "model.generator=[256,256]",
              "model.discriminator=[256,256]", "model.loss=non_saturating", "model.init=fan_in_uniform",
@@ -111,7 +108,9 @@ def train_classifier(data_dir: Path, run_dir: Path) -> Path:
     return run_dir
 
 
-def bench_gan(data_dir: Path, classifier: Path, rounds: int, steps: int) -> dict[str, list[float]]:
+def bench_gan(data_dir: Path, scratch: Path, rounds: int, steps: int) -> dict[str, list[float]]:
+    """Train the judge into `scratch`, then alternate dlcli and PyTorch; return iterations/s per side."""
+    classifier = train_classifier(data_dir, scratch / "classifier")
     dlcli = DlcliSide([*OVERRIDES, f"model.classifier_run={classifier}"], data_dir)
     cfg = dlcli.cfg
     twin = TorchSide(cfg, dlcli.exp.splits)
@@ -134,35 +133,7 @@ def bench_gan(data_dir: Path, classifier: Path, rounds: int, steps: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=256,
-                        help="timed iterations per round and side (rounded up to whole dispatches)")
-    parser.add_argument("--data-dir", type=Path, default=os.environ.get("DLCLI_DATA_DIR") or None,
-                        help="folder holding mnist/ (default: $DLCLI_DATA_DIR; none: random MNIST-shaped data)")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="PyTorch intra-op threads (default: PyTorch's own, one per core)")
-    args = parser.parse_args()
-    if args.rounds < 1 or args.steps < 1:
-        parser.error("--rounds and --steps must be at least 1")
-    if args.torch_threads is not None:
-        if args.torch_threads < 1:
-            parser.error("--torch-threads must be at least 1")
-        torch.set_num_threads(args.torch_threads)
-
-    with tempfile.TemporaryDirectory(prefix="dlcli-bench-") as scratch:
-        if args.data_dir is None:
-            data_dir = Path(scratch)
-            write_random_mnist(data_dir / "mnist")
-            data = "random MNIST-shaped data (60,000 + 10,000 images, 28x28x1), scaled to [0, 1] by dlcli"
-        else:
-            data_dir = args.data_dir
-            data = f"MNIST from {data_dir / 'mnist'}, scaled to [0, 1] by dlcli"
-        print_header(data, {"torch": f"{torch.__version__}, {torch.get_num_threads()} intra-op threads, "
-                                     f"{torch.get_num_interop_threads()} inter-op threads"})
-        classifier = train_classifier(data_dir, Path(scratch) / "classifier")
-        results = {"gan": bench_gan(data_dir, classifier, args.rounds, args.steps)}
-    print_table(results)
+    one_model_main(__doc__, "gan", "scaled to [0, 1]", bench_gan)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,42 @@ def print_table(results: dict[str, dict[str, list[float]]]) -> None:
     print(f"allocator: {allocator()}; load avg at end {load()}")
 
 
+def one_model_main(doc: str, name: str, scaling: str, bench) -> None:
+    """The command line of a one-model MNIST benchmark (vae_steps.py, gan_steps.py):
+    --rounds, --steps, --data-dir (none: random MNIST-shaped files in a scratch folder),
+    --torch-threads; prints the header, runs `bench(data_dir, scratch, rounds, steps)`
+    -> {"dlcli": [...], "torch": [...]} steps/s, and the table."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--steps", type=int, default=256,
+                        help="timed steps per round and side (rounded up to whole dispatches)")
+    parser.add_argument("--data-dir", type=Path, default=os.environ.get("DLCLI_DATA_DIR") or None,
+                        help="folder holding mnist/ (default: $DLCLI_DATA_DIR; none: random MNIST-shaped data)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch intra-op threads (default: PyTorch's own, one per core)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be at least 1")
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            parser.error("--torch-threads must be at least 1")
+        torch.set_num_threads(args.torch_threads)
+
+    with tempfile.TemporaryDirectory(prefix="dlcli-bench-") as scratch:
+        if args.data_dir is None:
+            data_dir = Path(scratch) / "data"
+            write_random_mnist(data_dir / "mnist")
+            data = f"random MNIST-shaped data (60,000 + 10,000 images, 28x28x1), {scaling} by dlcli"
+        else:
+            data_dir = args.data_dir
+            data = f"MNIST from {data_dir / 'mnist'}, {scaling} by dlcli"
+        print_header(data, {"torch": f"{torch.__version__}, {torch.get_num_threads()} intra-op threads, "
+                                     f"{torch.get_num_interop_threads()} inter-op threads, "
+                                     f"mkldnn {torch.backends.mkldnn.is_available()}"})
+        results = {name: bench(data_dir, Path(scratch), args.rounds, args.steps)}
+    print_table(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(OVERRIDES), help="comma-separated, from: " + ", ".join(OVERRIDES))

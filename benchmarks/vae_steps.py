@@ -28,19 +28,16 @@ per-round "other processes" share before reading the ratio.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _machine import DlcliSide, alternate, print_header
+from _machine import DlcliSide, alternate
 from dlcli.data import Splits
-from train_steps import print_table, write_random_mnist
+from train_steps import one_model_main
 
 OVERRIDES = ["model.name=vae", "model.architecture=mlp", "model.hidden=[400]", "model.code=20",
              "model.activation=relu", "model.likelihood=bernoulli", "model.beta=1.0", "model.kl_warmup_steps=0",
@@ -115,7 +112,7 @@ def final_losses(dlcli: DlcliSide, twin: TorchSide) -> tuple[float, float]:
     return float(metrics["loss"].mean()), float(torch.stack([twin.train_step() for _ in range(k)]).mean())
 
 
-def bench_vae(data_dir: Path, rounds: int, steps: int) -> dict[str, list[float]]:
+def bench_vae(data_dir: Path, scratch: Path, rounds: int, steps: int) -> dict[str, list[float]]:
     """Alternate dlcli and PyTorch over `rounds` rounds of `steps` steps; return steps/s per side."""
     dlcli = DlcliSide(OVERRIDES, data_dir)
     cfg = dlcli.cfg
@@ -136,35 +133,7 @@ def bench_vae(data_dir: Path, rounds: int, steps: int) -> dict[str, list[float]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
-    parser.add_argument("--steps", type=int, default=256,
-                        help="timed steps per round and side (rounded up to whole dispatches)")
-    parser.add_argument("--data-dir", type=Path, default=os.environ.get("DLCLI_DATA_DIR") or None,
-                        help="folder holding mnist/ (default: $DLCLI_DATA_DIR; none: random MNIST-shaped data)")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="PyTorch intra-op threads (default: PyTorch's own, one per core)")
-    args = parser.parse_args()
-    if args.rounds < 1 or args.steps < 1:
-        parser.error("--rounds and --steps must be at least 1")
-    if args.torch_threads is not None:
-        if args.torch_threads < 1:
-            parser.error("--torch-threads must be at least 1")
-        torch.set_num_threads(args.torch_threads)
-
-    with tempfile.TemporaryDirectory(prefix="dlcli-bench-") as scratch:
-        if args.data_dir is None:
-            data_dir = Path(scratch)
-            write_random_mnist(data_dir / "mnist")
-            data = "random MNIST-shaped data (60,000 + 10,000 images, 28x28x1), binarised at 0.5 by dlcli"
-        else:
-            data_dir = args.data_dir
-            data = f"MNIST from {data_dir / 'mnist'}, binarised at 0.5 by dlcli"
-        print_header(data, {"torch": f"{torch.__version__}, {torch.get_num_threads()} intra-op threads, "
-                                     f"{torch.get_num_interop_threads()} inter-op threads, "
-                                     f"mkldnn {torch.backends.mkldnn.is_available()}"})
-        results = {"vae": bench_vae(data_dir, args.rounds, args.steps)}
-    print_table(results)
+    one_model_main(__doc__, "vae", "binarised at 0.5", bench_vae)
 
 
 if __name__ == "__main__":
