@@ -160,7 +160,7 @@ class ExperimentConfig:
         info = self.data.info()
         model_kind = getattr(self.model, "task_kind", None)
         if model_kind == "reconstruction" or (model_kind is not None and info.is_image):
-            self._check_autoencoder(info)
+            self._check_pixels_and_analysis(info)
         if model_kind != "reconstruction" and self.analysis != AnalysisConfig():
             raise BadInput(f"the analysis section applies to autoencoder runs, not {self.model.name!r}; remove it")
         if model_kind == "generation" and self.optimizer != OptimizerConfig():
@@ -182,9 +182,9 @@ class ExperimentConfig:
             raise BadInput(f"training.gradient_flow needs a recurrent model (rnn, lstm, gru), not {self.model.name!r}; "
                            "set training.gradient_flow: false")
 
-    def _check_autoencoder(self, info: DatasetInfo) -> None:
+    def _check_pixels_and_analysis(self, info: DatasetInfo) -> None:
         if getattr(self.data, "normalize", None) != "unit" and getattr(self.data, "binarize", None) is None:
-            raise BadInput(f"model {self.model.name!r} reconstructs values in [0, 1] but data {self.data.name!r} is "
+            raise BadInput(f"model {self.model.name!r} outputs values in [0, 1] but data {self.data.name!r} is "
                            "standardised; set data.normalize: unit (or data.binarize: 0.5)")
         classes = self.analysis.normal_classes
         if classes is not None:

@@ -84,12 +84,13 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
 def build_model(cfg: ExperimentConfig, info: DatasetInfo, total_steps: int):
     """The model (initialised from `cfg.seed`), its optimizer and the learning-rate schedule."""
     model = cfg.model.build(info, nnx.Rngs(params=cfg.seed))
-    schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, total_steps)
-    if getattr(cfg.model, "task_kind", None) == "generation":  # a GAN: one optimizer per network
+    if getattr(cfg.model, "task_kind", None) == "generation":  # a GAN: one optimizer per network; lr logs G's
         from dlcli.models.gan import GANOptimizers
 
+        schedule = make_schedule(cfg.schedule, cfg.model.g_learning_rate, total_steps)
         optimizer = GANOptimizers(model, cfg.model, lambda peak: make_schedule(cfg.schedule, peak, total_steps))
     else:
+        schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, total_steps)
         optimizer = nnx.Optimizer(model, make_optimizer(cfg.optimizer, schedule), wrt=nnx.Param)
     return model, optimizer, schedule
 
