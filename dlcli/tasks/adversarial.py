@@ -127,7 +127,7 @@ def stability_warnings(history: list[dict], record: dict) -> list[str]:
     for name in ("train/d_loss", "train/g_loss"):
         first = next((r[name] for r in history if name in r), None)
         value = record.get(name)
-        if value is None:
+        if value is None or (name == "train/g_loss" and np.isnan(value)):  # NaN: no generator step in the period
             continue
         if not np.isfinite(value) or (first is not None and abs(value) > 10 * max(abs(first), 1.0)):
             warnings.append(f"divergence: {name} is {value:.4g}" + (f" (first evaluation: {first:.4g})" if first is not None else ""))

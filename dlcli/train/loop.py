@@ -271,9 +271,9 @@ def _differences(a, b, path: str = "") -> list[str]:
 def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s: float, wall_s: float) -> dict:
     joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     record = {"step": step, "epoch": _epoch(step, exp)}
-    record.update({f"train/{k}": float(np.nanmean(joined[k])) for k in joined
+    record.update({f"train/{k}": _mean_of_numbers(joined[k]) for k in joined
                    if k != "lr" and not k.endswith("grad_norm")})
-    record.update({k: float(np.nanmean(joined[k])) for k in joined if k.endswith("grad_norm")})
+    record.update({k: _mean_of_numbers(joined[k]) for k in joined if k.endswith("grad_norm")})
     record["lr"] = float(joined["lr"][-1])
     val, _ = exp.steps.evaluate(exp.eval_batches("val"))
     record.update({f"val/{k}": v for k, v in val.items()})
@@ -290,6 +290,13 @@ def _meta(exp: Experiment, step: int, book: Bookkeeping, record: dict) -> dict:
         "best_step": book.best_step, "metrics": record, "config": exp.cfg.to_dict(),
         "rng_key": np.asarray(jax.random.key_data(exp.steps.key)).tolist(),
     }
+
+
+def _mean_of_numbers(values: np.ndarray) -> float:
+    """The mean over the steps that measured the metric (NaN marks a step without a
+    generator update); NaN if none did."""
+    measured = values[~np.isnan(values)]
+    return float(measured.mean()) if measured.size else float("nan")
 
 
 def _last_finite(values: np.ndarray) -> float:
