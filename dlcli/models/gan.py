@@ -168,14 +168,18 @@ class GAN(nnx.Module):
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         return self.generate(jax.random.normal(key, (n, self.latent)))
 
-    def update_average(self) -> None:
-        """average <- ema * average + (1 - ema) * generator; normalisation statistics copied."""
+    def update_average(self, updates: jax.Array) -> None:
+        """average <- decay * average + (1 - decay) * generator after the generator's
+        `updates`-th update, with decay = min(ema, (1 + updates) / (10 + updates)) (the
+        warm-up of TensorFlow's ExponentialMovingAverage, so early averages do not
+        remember the initial weights); normalisation statistics are copied."""
         if self.average is None:
             return
+        decay = jnp.minimum(self.ema, (1.0 + updates) / (10.0 + updates))
         pairs = zip((v for _, v in nnx.iter_graph(self.average) if isinstance(v, nnx.Variable)),
                     (v for _, v in nnx.iter_graph(self.generator) if isinstance(v, nnx.Variable)))
         for kept, current in pairs:
-            mixed = self.ema * kept.get_value() + (1 - self.ema) * current.get_value()
+            mixed = decay * kept.get_value() + (1 - decay) * current.get_value()
             kept.set_value(mixed if isinstance(kept, Average) else current.get_value())
 
 

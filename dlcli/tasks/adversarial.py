@@ -211,7 +211,7 @@ class Adversarial:
 
             g_loss, g_grads = nnx.value_and_grad(g_objective)(model.generator)
             optimizers.generator.update(model.generator, g_grads)
-            model.update_average()
+            model.update_average((step + 1) // self.n_critic)
             return g_loss, optax.tree.norm(g_grads)
 
         def skip(model, optimizers):
