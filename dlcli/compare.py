@@ -172,7 +172,9 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
     kinds = {c.task_kind for c in configs}
     if len(kinds) > 1:
         raise BadInput(f"the configs mix task kinds ({', '.join(sorted(kinds))}); compare like with like")
-    metric = metric or ("test/accuracy" if kinds == {"classification"} else "test/loss")
+    if metric is None:  # accuracy for classifiers, a GAN's first metric (its data decides which), else the loss
+        first = "accuracy" if kinds == {"classification"} else configs[0].metric_names[0] if kinds == {"generation"} else "loss"
+        metric = f"test/{first}"
     for cfg in configs:
         check_metric(metric, cfg, "--metric", tuple(extra_evals or ()))
     if tune_lr:
