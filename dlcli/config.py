@@ -107,7 +107,8 @@ class TrainingConfig:
     """How long and how to train. `steps` wins over `epochs` when both are set.
 
     `monitor` is the metric that picks the best checkpoint and drives early stopping
-    (default: val/accuracy for classification, val/loss otherwise); `patience` counts
+    (default: val/accuracy for classification, val/exact_match for sequence to sequence,
+    a GAN's first metric (val/kl_uniform, val/frechet), val/loss otherwise); `patience` counts
     evaluations without improvement before stopping (null: never stop early);
     `restore_best` reports test metrics of, and ends with, the best checkpoint.
     `gradient_flow` (recurrent models) logs the norm of d(loss)/d(h_t) for every step t

@@ -20,7 +20,8 @@ def compare_command(
     targets: list[str] = typer.Argument(..., metavar="shallow-vs-deep | CONFIG CONFIG ...",
                                         help="`shallow-vs-deep`, or two or more experiment files."),
     seeds: int = typer.Option(5, "--seeds", help="Seeds per configuration (0, 1, ... N-1)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Metric to compare; default test/accuracy or test/loss."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric to compare; default test/accuracy "
+                                                                "(classifiers), a GAN's first metric, else test/loss."),
     workers: int = typer.Option(os.cpu_count() or 1, "--workers", help="Runs trained at once, one process each."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default comparisons/<name>."),
     set_: Optional[list[str]] = SetOption,
