@@ -263,7 +263,7 @@ def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkp
     check_output(out, ".png", overwrite)
     model, step = restore_model(cfg, run_dir, cfg.info, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
-    draw_samples(model, cfg, out, f"{run_dir.name}: {n} samples (step {step}, seed {seed})", n, seed)
+    draw_samples(model, cfg, out, f"{cfg.name} ({run_dir.name}): {n} samples, step {step}, seed {seed}", n, seed)
     return {"run_dir": str(run_dir), "checkpoint": step, "n": n, "seed": seed, "out": str(out)}
 
 

@@ -144,7 +144,8 @@ def _watch_generator(exp: Experiment, run_dir: Path, record: dict) -> None:
     model, _ = nnx.merge(exp.steps.eval_graphdef, exp.steps.state)
     out = run_dir / "samples" / f"step_{record['step']:07d}.png"
     out.parent.mkdir(exist_ok=True)
-    draw_samples(model, exp.cfg, out, f"{run_dir.name}: step {record['step']}", n=2500 if hasattr(exp.cfg.data, "centres") else 64)
+    n = 2500 if hasattr(exp.cfg.data, "centres") else 64
+    draw_samples(model, exp.cfg, out, f"{exp.cfg.name} ({run_dir.name}): {n} samples, step {record['step']}", n)
     warnings = stability_warnings(read_metrics(run_dir), record)
     if warnings:
         record["warnings"] = warnings
