@@ -146,8 +146,8 @@ def test_vae_samples_a_grid_from_its_prior(vae_run, tmp_path):
     run, _ = vae_run
     out = tmp_path / "grid.png"
     printed = run_cli("sample", str(run), "--n", "9", "--out", str(out), check=True).stdout
-    assert "9 images" in printed and out.read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(BadInput, match="--n must be between 1 and 1024"):
+    assert "9 samples" in printed and out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(BadInput, match="--n must be between 1 and 10000"):
         sample_image_grid(run, n=0, out=tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
 

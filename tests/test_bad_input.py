@@ -298,7 +298,7 @@ def test_autoencoder_commands_on_a_classifier_run(trained_run, tmp_path):
     error_line(trained_run, ["embed", str(trained_run), "--out", str(tmp_path / "c.npz")],
                ["trained 'mlp', which has no code to export", "needs an autoencoder run"])
     error_line(trained_run, ["sample", str(trained_run), "--n", "4", "--out", str(tmp_path / "g.png")],
-               ["trained 'mlp', which does not draw images"])
+               ["trained 'mlp', which does not draw samples"])
     error_line(trained_run, ["train", "--run-dir", str(tmp_path / "ft"), *sets(
         "model.name=encoder_classifier", f"model.autoencoder_run={trained_run}")],
         ["trained 'mlp', not an autoencoder"])
