@@ -95,9 +95,9 @@ class Judge:
         features = classifier.features(images)  # (B, F)
         probs = jax.nn.softmax(classifier.out(features))  # (B, K)
         weighted = features * mask[:, None]
-        return {"n": mask.sum(), "class_counts": (jax.nn.one_hot(probs.argmax(1), probs.shape[1]) * mask[:, None]).sum(0),
-                "confident_counts": (jax.nn.one_hot(probs.argmax(1), probs.shape[1])
-                                     * ((probs.max(1) >= CONFIDENT) * mask)[:, None]).sum(0),
+        predicted = jax.nn.one_hot(probs.argmax(1), probs.shape[1]) * mask[:, None]  # (B, K)
+        return {"n": mask.sum(), "class_counts": predicted.sum(0),
+                "confident_counts": (predicted * (probs.max(1) >= CONFIDENT)[:, None]).sum(0),
                 "features": weighted.sum(0), "outer": weighted.T @ features}
 
     def scores(self, sums: dict) -> dict[str, float]:
