@@ -119,6 +119,26 @@ def test_gradient_penalty_is_the_squared_distance_of_the_slope_from_one(slope, p
     assert float(task.gradient_penalty(LinearCritic(slope), real, fake, jax.random.key(0))) == pytest.approx(penalty)
 
 
+@pytest.mark.parametrize("slope", [0.5, 1.0, 3.0])
+def test_r1_penalty_is_the_squared_slope_on_real_samples(slope):
+    assert float(Adversarial.r1_penalty(LinearCritic(slope), jnp.ones((8, 2)))) == pytest.approx(slope**2)
+
+
+def test_r1_term_enters_the_discriminator_loss_with_half_its_weight():
+    cfg = load_config(None, [*RING, "model.loss=hinge", "model.r1_weight=4"])
+    task = make_task(cfg)
+    from dlcli.models.gan import GANOptimizers
+
+    model = cfg.model.build(cfg.info, nnx.Rngs(params=0))
+    x = jnp.asarray(cfg.data.load(SHARED_DATA).train[0][:64])
+    expected = 0.5 * 4 * float(Adversarial.r1_penalty(model.discriminator, x))  # before the update moves D
+    metrics = nnx.jit(task.update)(model, GANOptimizers(model, cfg.model, lambda peak: peak), x, jnp.asarray(0),
+                                   jax.random.key(1))
+    assert float(metrics["r1"]) == pytest.approx(expected, rel=1e-5) and expected > 0
+    assert float(metrics["loss"]) == pytest.approx(float(metrics["d_loss"] + metrics["r1"]), rel=1e-6)
+    assert float(metrics["gp"]) == 0.0
+
+
 def test_stability_warnings_name_collapse_and_divergence():
     history = [{"val/modes": 8, "train/d_loss": 1.3, "train/g_loss": 0.7}]
     assert stability_warnings(history, {"val/modes": 7, "train/d_loss": 1.2, "train/g_loss": 0.9}) == []

@@ -5,7 +5,9 @@ DCGAN-style convolutional (`architecture: dcgan`, channels `g_channels` and `d_c
 The two networks have their own Adam optimizers (`g_learning_rate`, `d_learning_rate`,
 `b1` 0.5 and `b2` as in DCGAN); `loss` is `non_saturating` (the original GAN with the
 generator maximising log D(G(z))), `hinge` or `wgan_gp` (Wasserstein critic with the
-gradient penalty `gp_weight`, 10 unless given); the discriminator takes `n_critic`
+gradient penalty `gp_weight`, 10 unless given); `r1_weight` adds the R1 penalty
+(Mescheder et al. 2018: r1_weight / 2 * E ||grad_x D(x)||^2 on real samples) to a
+non_saturating or hinge discriminator; the discriminator takes `n_critic`
 steps per generator step and sees `pack` samples at once (PacGAN); `ema` keeps an
 exponential moving average of the generator's weights for evaluation and sampling;
 `classifier_run` names a dlcli classification run on the same images whose predictions
@@ -47,6 +49,7 @@ class GANConfig:
     norm: Literal["none", "batch", "layer"] = "none"
     loss: Literal["non_saturating", "hinge", "wgan_gp"] = "non_saturating"
     gp_weight: float | None = bounded(None, low=0.0, low_open=True)
+    r1_weight: float | None = bounded(None, low=0.0, low_open=True)
     n_critic: int = bounded(1, low=1)
     pack: int = bounded(1, low=1)
     ema: float | None = bounded(None, low=0.0, high=1.0, low_open=True, high_open=True)
@@ -60,6 +63,9 @@ class GANConfig:
         if self.gp_weight is not None and self.loss != "wgan_gp":
             raise BadInput(f"{path}.gp_weight is set but the {self.loss} loss has no gradient penalty; "
                            f"remove gp_weight or set {path}.loss: wgan_gp")
+        if self.r1_weight is not None and self.loss == "wgan_gp":
+            raise BadInput(f"{path}.r1_weight is set but the wgan_gp loss has its own penalty (gp_weight); "
+                           f"remove r1_weight or use {path}.loss: non_saturating or hinge")
 
     @property
     def penalty(self) -> float:

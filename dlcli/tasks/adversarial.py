@@ -7,6 +7,8 @@ Losses, with D the discriminator's logit (or critic value) on a pack of samples:
 - hinge: D minimises relu(1 - D(real)) + relu(1 + D(fake)); G minimises -D(fake);
 - wgan_gp: D minimises D(fake) - D(real) + gp (||grad D(x_hat)|| - 1)^2 at random points
   x_hat between real and fake samples; G minimises -D(fake).
+With `r1` (non_saturating or hinge), D also minimises r1 / 2 * ||grad D(real)||^2 (logged
+as `r1`), the R1 penalty of Mescheder et al. (2018), which keeps D smooth on the data.
 
 Evaluation generates one sample per real example of the split, its latent fixed by the
 example's index and the split, so every evaluation (and `dlcli eval`) of a split sees
@@ -149,6 +151,7 @@ class Adversarial:
     penalty: float
     n_critic: int
     latent: int
+    r1: float = 0.0
     centres: tuple[tuple[float, ...], ...] | None = None  # the modes of a 2-D mixture
     std: float = 0.0
     judge: Judge | None = None
@@ -158,8 +161,8 @@ class Adversarial:
     def from_config(cls, cfg) -> "Adversarial":
         data = cfg.data
         centres = tuple(map(tuple, data.centres().tolist())) if hasattr(data, "centres") else None
-        return cls(cfg.model.loss, cfg.model.penalty, cfg.model.n_critic, cfg.model.latent, centres,
-                   getattr(data, "std", 0.0))
+        return cls(cfg.model.loss, cfg.model.penalty, cfg.model.n_critic, cfg.model.latent, cfg.model.r1_weight or 0.0,
+                   centres, getattr(data, "std", 0.0))
 
     def first_index(self, split: str) -> int:
         """Evaluation latents of `split` are keyed by example index + this offset."""
@@ -189,6 +192,12 @@ class Adversarial:
         packs = grads.reshape(batch // discriminator.pack, -1)  # one gradient per input the critic scores
         return jnp.mean((jnp.sqrt(jnp.sum(packs**2, axis=1) + 1e-12) - 1.0) ** 2)
 
+    @staticmethod
+    def r1_penalty(discriminator, real) -> jax.Array:
+        """Mean over packs of ||d D / d x||^2 at the real samples x (B, ...)."""
+        grads = jax.grad(lambda r: discriminator(r).sum())(real)
+        return jnp.mean(jnp.sum(grads.reshape(real.shape[0] // discriminator.pack, -1) ** 2, axis=1))
+
     def update(self, model, optimizers, x, step, key) -> dict[str, jax.Array]:
         """One discriminator step on the real batch x (B, ...), and a generator step when
         (step + 1) % n_critic == 0. Returns the step's metrics."""
@@ -200,9 +209,12 @@ class Adversarial:
             real_scores, fake_scores = discriminator(x), discriminator(fake)
             loss = self._d_loss(real_scores, fake_scores)
             gp = self.penalty * self.gradient_penalty(discriminator, x, fake, gp_key) if self.penalty else jnp.asarray(0.0)
-            return loss + gp, {"d_loss": loss, "gp": gp, "d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
+            terms = {"d_loss": loss, "gp": gp}
+            if self.r1:
+                terms["r1"] = 0.5 * self.r1 * self.r1_penalty(discriminator, x)
+            return sum(terms.values()), {**terms, "d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
 
-        (_, d_metrics), d_grads = nnx.value_and_grad(d_objective, has_aux=True)(model.discriminator)
+        (d_total, d_metrics), d_grads = nnx.value_and_grad(d_objective, has_aux=True)(model.discriminator)
         optimizers.discriminator.update(model.discriminator, d_grads)
 
         def g_step(model, optimizers):
@@ -221,7 +233,7 @@ class Adversarial:
             g_loss, g_norm = g_step(model, optimizers)
         else:
             g_loss, g_norm = nnx.cond((step + 1) % self.n_critic == 0, g_step, skip, model, optimizers)
-        return {"loss": d_metrics["d_loss"] + d_metrics["gp"], **d_metrics, "g_loss": g_loss,
+        return {"loss": d_total, **d_metrics, "g_loss": g_loss,
                 "d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": g_norm}
 
     def eval_outputs(self, model, x, index):
