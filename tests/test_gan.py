@@ -31,7 +31,9 @@ def _params(module) -> list[np.ndarray]:
     ({"norm": "batch", "pack": 2, "ema": 0.99}, "ring8"),
     ({"architecture": "dcgan", "g_channels": [8, 4], "d_channels": [4, 8], "norm": "layer", "pack": 2, "ema": 0.9},
      "digits"),
-], ids=["mlp", "mlp-batchnorm-pack-ema", "dcgan-layernorm-pack-ema"])
+    ({"architecture": "dcgan", "g_channels": [8, 4], "d_channels": [4, 8], "g_dense": [12, 10], "d_dense": [6],
+      "norm": "batch"}, "digits"),
+], ids=["mlp", "mlp-batchnorm-pack-ema", "dcgan-layernorm-pack-ema", "dcgan-dense-batchnorm"])
 def test_parameter_count_matches_the_spec_and_the_average_is_not_counted(settings, dataset):
     spec = GANConfig(**settings)
     info = DATASETS.get(dataset)().info()

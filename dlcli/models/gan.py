@@ -89,13 +89,17 @@ class MLPDiscriminator(nnx.Module):
 
 
 class ConvGenerator(nnx.Module):
-    """DCGAN-style: z (B, latent) -> dense -> (B, H/2^k, W/2^k, g_channels[0]) -> k
-    sub-pixel upsampling blocks (3x3 conv to 4x the channels, 2x2 depth-to-space, norm,
-    ReLU) through g_channels[1:] -> 3x3 conv to the image's channels -> sigmoid -> (B, H, W, C)."""
+    """DCGAN-style: z (B, latent) -> dense `g_dense` widths (norm, ReLU) -> dense ->
+    (B, H/2^k, W/2^k, g_channels[0]) -> k sub-pixel upsampling blocks (3x3 conv to 4x the
+    channels, 2x2 depth-to-space, norm, ReLU) through g_channels[1:] -> 3x3 conv to the
+    image's channels -> sigmoid -> (B, H, W, C)."""
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         self.start = cfg.generator_start(info)
-        self.project = dense(cfg.latent, math.prod(self.start), cfg.init, rngs)
+        sizes = [cfg.latent, *cfg.g_dense]
+        self.hidden = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.hidden_norms = nnx.List([norm_layer(cfg.norm, b, rngs) for b in cfg.g_dense] if cfg.norm != "none" else [])
+        self.project = dense(sizes[-1], math.prod(self.start), cfg.init, rngs)
         self.project_norm = norm_layer(cfg.norm, cfg.g_channels[0], rngs)
         chain = cfg.g_channels
         self.ups = nnx.List([conv3x3(a, 4 * b, 1, cfg.init, rngs) for a, b in zip(chain[:-1], chain[1:])])
@@ -103,7 +107,11 @@ class ConvGenerator(nnx.Module):
         self.out = conv3x3(chain[-1], info.input_shape[2], 1, cfg.init, rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        h = self.project(z).reshape(z.shape[0], *self.start)
+        h = z
+        for i, layer in enumerate(self.hidden):
+            h = layer(h)
+            h = jax.nn.relu(self.hidden_norms[i](h) if self.hidden_norms else h)
+        h = self.project(h).reshape(z.shape[0], *self.start)
         h = jax.nn.relu(self.project_norm(h) if self.project_norm is not None else h)
         for i, up in enumerate(self.ups):
             h = depth_to_space(up(h))
@@ -113,12 +121,15 @@ class ConvGenerator(nnx.Module):
 
 class ConvDiscriminator(nnx.Module):
     """DCGAN-style: x (B, H, W, C) in packs of `pack` (stacked on channels) -> 3x3
-    stride-2 convs `d_channels` (leaky ReLU 0.2) -> flattened -> dense -> (B / pack,)."""
+    stride-2 convs `d_channels` (leaky ReLU 0.2) -> flattened -> dense `d_dense` widths
+    (leaky ReLU 0.2) -> dense -> (B / pack,)."""
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         chain = [cfg.pack * info.input_shape[2], *cfg.d_channels]
         self.convs = nnx.List([conv3x3(a, b, 2, cfg.init, rngs) for a, b in zip(chain[:-1], chain[1:])])
-        self.out = dense(cfg.discriminator_features(info), 1, cfg.init, rngs)
+        sizes = [cfg.discriminator_features(info), *cfg.d_dense]
+        self.hidden = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.out = dense(sizes[-1], 1, cfg.init, rngs)
         self.pack = cfg.pack
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -127,7 +138,10 @@ class ConvDiscriminator(nnx.Module):
         h = h.reshape(batch // self.pack, height, width, self.pack * channels)
         for conv in self.convs:
             h = jax.nn.leaky_relu(conv(h), 0.2)
-        return self.out(h.reshape(h.shape[0], -1))[:, 0]
+        h = h.reshape(h.shape[0], -1)
+        for layer in self.hidden:
+            h = jax.nn.leaky_relu(layer(h), 0.2)
+        return self.out(h)[:, 0]
 
 
 class Average(nnx.Variable):

@@ -1,6 +1,8 @@
 """Spec of the GAN family (`model.name: gan`): a generator and a discriminator trained
 together, MLP (`architecture: mlp`, widths `generator` and `discriminator`) or
-DCGAN-style convolutional (`architecture: dcgan`, channels `g_channels` and `d_channels`).
+DCGAN-style convolutional (`architecture: dcgan`, channels `g_channels` and `d_channels`,
+optional dense layers `g_dense` before the generator's first feature map and `d_dense`
+after the discriminator's last convolution).
 
 The two networks have their own Adam optimizers (`g_learning_rate`, `d_learning_rate`,
 `b1` 0.5 and `b2` as in DCGAN); `loss` is `non_saturating` (the original GAN with the
@@ -46,6 +48,8 @@ class GANConfig:
     discriminator: list[int] = bounded([256, 256], low=1)
     g_channels: list[int] = bounded([64, 32, 16], low=1)
     d_channels: list[int] = bounded([32, 64], low=1)
+    g_dense: list[int] = bounded([], low=1)
+    d_dense: list[int] = bounded([], low=1)
     norm: Literal["none", "batch", "layer"] = "none"
     loss: Literal["non_saturating", "hinge", "wgan_gp"] = "non_saturating"
     gp_weight: float | None = bounded(None, low=0.0, low_open=True)
@@ -141,14 +145,15 @@ class GANConfig:
         if self.architecture == "mlp":
             return dense_params([self.latent, *self.generator, math.prod(info.input_shape)]) + norm * sum(self.generator)
         start = self.generator_start(info)
-        return (dense_params([self.latent, math.prod(start)]) + _conv3x3_params(self.g_channels, factor=4)
-                + _conv3x3_params([self.g_channels[-1], info.input_shape[2]]) + norm * sum(self.g_channels))
+        return (dense_params([self.latent, *self.g_dense, math.prod(start)]) + _conv3x3_params(self.g_channels, factor=4)
+                + _conv3x3_params([self.g_channels[-1], info.input_shape[2]])
+                + norm * (sum(self.g_dense) + sum(self.g_channels)))
 
     def discriminator_params(self, info: DatasetInfo) -> int:
         if self.architecture == "mlp":
             return dense_params([self.pack * math.prod(info.input_shape), *self.discriminator, 1])
         return (_conv3x3_params([self.pack * info.input_shape[2], *self.d_channels])
-                + dense_params([self.discriminator_features(info), 1]))
+                + dense_params([self.discriminator_features(info), *self.d_dense, 1]))
 
     def param_count(self, info: DatasetInfo) -> int:
         return self.generator_params(info) + self.discriminator_params(info)
