@@ -11,6 +11,7 @@ stops the workers and leaves exactly that state, so a rerun completes the batch.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -89,18 +90,41 @@ def run_jobs(jobs: list[Job], *, workers: int, data_dir: Path,
             pending.append(job)
     runner = _Runner(env)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
-    try:
-        futures = {pool.submit(runner.run, job): job for job in pending}
-        for future in concurrent.futures.as_completed(futures):
-            result = future.result()
-            results[result.key] = result
-            on_done(result)
-    except KeyboardInterrupt:
-        runner.stop()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    with _sigint_as_event() as interrupted:
+        try:
+            running = {pool.submit(runner.run, job) for job in pending}
+            while running:
+                done, running = concurrent.futures.wait(running, timeout=0.2,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    results[result.key] = result
+                    on_done(result)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            runner.stop()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return [results[job.key] for job in jobs]
+
+
+@contextlib.contextmanager
+def _sigint_as_event():
+    """While the batch runs, Ctrl-C (SIGINT) sets the yielded event instead of raising
+    KeyboardInterrupt at an arbitrary point: CPython drops an exception raised inside a
+    finalizer or garbage-collection callback, and the interrupt with it. Off the main
+    thread, where no handler can be set, the event stays clear and Ctrl-C raises as usual."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finished(job: Job) -> JobResult | None:

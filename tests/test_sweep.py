@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlcli.batch import _sigint_as_event
 from dlcli.config import load_config
 from dlcli.errors import BadInput
 from dlcli.sweep import load_sweep, trial_params
@@ -90,7 +91,7 @@ def test_ctrl_c_then_rerun_trains_only_missing_trials(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "interrupted" in stderr
+    assert process.returncode == 130 and "interrupted" in stderr, (process.returncode, stderr)
     finished = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/summary.json")}
     assert 1 <= len(finished) < 5
 
@@ -124,3 +125,16 @@ def test_optuna_strategy_prunes_and_resumes(tmp_path):
     assert all(t["params"]["optimizer.learning_rate"] == 0.000001 for t in first["trials"] if t["status"] == "pruned")
     again = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     assert again["trials"] == first["trials"]  # the study in optuna.db is complete: nothing new runs
+
+
+def test_ctrl_c_in_a_finalizer_still_stops_a_batch():
+    """CPython drops a KeyboardInterrupt raised inside a finalizer; a batch must still see the Ctrl-C."""
+    class DeliversCtrlC:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    with _sigint_as_event() as interrupted:
+        DeliversCtrlC()  # dropped at once: its finalizer runs here
+        assert interrupted.is_set()
+    assert signal.getsignal(signal.SIGINT) is before
