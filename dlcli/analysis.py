@@ -18,6 +18,7 @@ and the model-level helpers behind `dlcli embed` and image `dlcli sample`.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -114,7 +115,7 @@ def analyse(cfg, splits: Splits, model, task, run_dir: Path, data_dir: Path) -> 
     if analysis.pca or analysis.linear_probe:
         metrics.update(_features(cfg, model, splits, codes_test))
     if hasattr(model, "sample"):
-        plots.square_grid(np.asarray(model.sample(jax.random.key(cfg.seed), 64)), run_dir / "samples.png",
+        plots.square_grid(np.asarray(compiled_sample(model, jax.random.key(cfg.seed), 64)), run_dir / "samples.png",
                           f"{cfg.name}: 64 samples from the prior")
         interpolation_strip(model, x_test, y_test, run_dir / "interpolation.png", f"{cfg.name}: latent interpolation")
         artifacts += ["samples.png", "interpolation.png"]
@@ -272,11 +273,18 @@ def draw_samples(model, cfg, out: Path, title: str, n: int, seed: int = 0) -> No
     mixture a scatter over its modes."""
     from dlcli import plots
 
-    samples = np.asarray(model.sample(jax.random.key(seed), n))
+    samples = np.asarray(compiled_sample(model, jax.random.key(seed), n))
     if hasattr(cfg.data, "centres"):
         plots.mode_scatter(samples, cfg.data.centres(), cfg.data.std, out, title)
     else:
         plots.square_grid(samples, out, title)
+
+
+@functools.partial(nnx.jit, static_argnums=2)
+def compiled_sample(model, key: jax.Array, n: int) -> jax.Array:
+    """`model.sample(key, n)` as one compiled program; run eagerly, every operation of
+    every layer would be dispatched (and the first time compiled) on its own."""
+    return model.sample(key, n)
 
 
 def check_output(out: Path, suffix: str, overwrite: bool) -> None:

@@ -103,24 +103,28 @@ def _save(plt, fig, ax, out: Path, title: str, xlabel: str, ylabel: str, *, log_
 
 def image_grid(rows: list[np.ndarray], out: Path, labels: list[str] | None = None, title: str | None = None) -> None:
     """Rows of images (each (n, H, W, C) in [0, 1]), one row per array, into one PNG;
-    `labels` name the rows on the left."""
+    `labels` name the rows on the left. The images are tiled into one array with white
+    gaps and drawn by one `imshow` (a subplot per image takes seconds for a 64-image grid)."""
     plt = _pyplot()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.9 * n_cols + (1.2 if labels else 0), 0.9 * n_rows + 0.4),
-                             dpi=100, squeeze=False)
+    height, width = rows[0].shape[1:3]
+    gap = max(1, height // 14)
+    canvas = np.ones((n_rows * (height + gap) + gap, n_cols * (width + gap) + gap))
     for i, images in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if j < len(images):
-                ax.imshow(np.clip(images[j][..., 0], 0, 1), cmap="gray", vmin=0, vmax=1)
-        if labels:
-            axes[i, 0].set_ylabel(labels[i], rotation=0, ha="right", va="center", fontsize=9)
+        for j, image in enumerate(images):
+            top, left = gap + i * (height + gap), gap + j * (width + gap)
+            canvas[top: top + height, left: left + width] = np.clip(image[..., 0], 0, 1)
+    fig, ax = plt.subplots(figsize=(0.9 * n_cols + (1.2 if labels else 0), 0.9 * n_rows + 0.4), dpi=100)
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([gap + i * (height + gap) + height / 2 for i in range(n_rows)] if labels else [])
+    if labels:
+        ax.set_yticklabels(labels, fontsize=9)
+        ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
