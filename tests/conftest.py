@@ -14,7 +14,8 @@ import pytest
 # One persistent XLA compilation cache for the session, shared with the dlcli
 # subprocesses (they inherit the environment): the many tiny runs compile the same
 # programs again and again. Set before JAX is imported; a fresh folder per session.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="dlcli-test-xla-cache-"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set once, by the first process; xdist workers inherit it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dlcli-test-xla-cache-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The tiny test programs spend far longer compiling than running: XLA's CPU backend at
@@ -23,13 +24,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-# A tiny encoder-decoder on the reversal task, shared by the resume tests so that they
-# compile one program (the persistent cache below holds it).
-TINY_SEQ2SEQ = ["model.name=transformer_seq2seq", "model.width=16", "model.heads=2", "model.layers=2",
-                "model.context=4", "model.dropout=0.1", "model.attention_dropout=0.1", "data.name=reverse",
-                "data.max_length=3", "data.n_train=64", "data.n_val=16", "data.n_test=16", "training.batch_size=16",
-                "training.steps_per_dispatch=10", "training.restore_best=false"]
 
 # Tiny settings that make any experiment a smoke test.
 TINY = ["training.steps=4", "training.eval_every=2", "training.batch_size=32", "training.eval_batch_size=256"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TINY_SEQ2SEQ, cli_env, run_cli, sets, train_json
+from conftest import REPO, cli_env, run_cli, sets, train_json
 
 from dlcli.checkpoint import RunCheckpoints
 from dlcli.config import DATASETS, load_config
@@ -111,7 +111,11 @@ RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.nam
                "training.steps_per_dispatch=10", "training.batch_size=32", "model.dropout=0.2",
                "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
                "training.gradient_flow=true")
-RESUME_SEQ2SEQ = (*TINY_SEQ2SEQ, "training.steps=200", "training.eval_every=50")
+RESUME_SEQ2SEQ = ("model.name=transformer_seq2seq", "model.width=16", "model.heads=2", "model.layers=2",
+                  "model.context=4", "model.dropout=0.1", "model.attention_dropout=0.1", "data.name=reverse",
+                  "data.max_length=3", "data.n_train=64", "data.n_val=16", "data.n_test=16", "training.batch_size=16",
+                  "training.steps_per_dispatch=10", "training.restore_best=false", "training.steps=200",
+                  "training.eval_every=50")
 RESUME_GAN = ("model.name=gan", "data.name=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256",
               "model.generator=[32,32]", "model.discriminator=[32,32]", "model.latent=2", "model.loss=wgan_gp",
               "model.n_critic=2", "model.ema=0.9", "training.steps=400", "training.eval_every=100",

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, TINY_SEQ2SEQ, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
+from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
 
 from dlcli.config import load_config
 from dlcli.data.seq2seq import END
@@ -217,17 +217,14 @@ TRANSFORMERS = {
 }
 
 
-@pytest.mark.parametrize("model_name", [*TRANSFORMERS, "transformer_seq2seq"])
+@pytest.mark.parametrize("model_name", TRANSFORMERS)
 def test_every_transformer_resumes_evaluates_and_reproduces(model_name, tmp_path):
     """A run resumed from its step-10 checkpoint ends exactly like the uninterrupted run
-    and like a second run; `dlcli eval` reproduces the test metrics. (A real SIGKILL of a
-    Transformer run: test_cli.)"""
-    if model_name == "transformer_seq2seq":  # as the SIGKILL test in test_cli, which compiled it
-        model = TINY_SEQ2SEQ
-    else:
-        model = [f"model.name={model_name}", *SMALL, *TRANSFORMERS[model_name], "model.dropout=0.1",
-                 "model.attention_dropout=0.1", "training.steps_per_dispatch=10", "training.batch_size=16",
-                 "training.restore_best=false"]
+    and like a second run; `dlcli eval` reproduces the test metrics. (transformer_seq2seq:
+    a real SIGKILL and resume in test_cli, `dlcli eval` in the reversal test below.)"""
+    model = [f"model.name={model_name}", *SMALL, *TRANSFORMERS[model_name], "model.dropout=0.1",
+             "model.attention_dropout=0.1", "training.steps_per_dispatch=10", "training.batch_size=16",
+             "training.restore_best=false"]
     overrides = [*model, "training.steps=20", "training.eval_every=10", "checkpoint.keep=10"]
     assert_resumes_evaluates_and_reproduces(overrides, tmp_path)
 
