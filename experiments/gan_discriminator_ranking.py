@@ -26,8 +26,9 @@ from dlcli.train.loop import read_trained_run
 KEPT_FRACTIONS = (1.0, 0.8, 0.6, 0.4, 0.2)
 
 
-def score_samples(run_dir: Path, n: int, seed: int, batch: int = 1000) -> tuple[np.ndarray, ...]:
-    """(N,) discriminator scores, (N,) judge confidences and (N,) judge classes of N samples."""
+def score_samples(run_dir: Path, n: int, seed: int, batch: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(N,) discriminator scores, (N,) judge confidences and (N,) judge classes of N
+    samples, and the judge's number of classes."""
     cfg = read_trained_run(run_dir)
     gan, _ = restore_model(cfg, run_dir, cfg.info, "latest")
     judge_dir = Path(cfg.model.classifier_run)
@@ -42,7 +43,8 @@ def score_samples(run_dir: Path, n: int, seed: int, batch: int = 1000) -> tuple[
 
     latents = jax.random.normal(jax.random.key(seed), (n, cfg.model.latent))
     parts = [jax.device_get(score(gan, judge, latents[i: i + batch])) for i in range(0, n, batch)]
-    return tuple(np.concatenate(column) for column in zip(*parts))
+    critic, confidence, classes = (np.concatenate(column) for column in zip(*parts))
+    return critic, confidence, classes, judge_cfg.info.n_outputs
 
 
 def main() -> None:
@@ -52,13 +54,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the latents")
     args = parser.parse_args()
 
-    critic, confidence, classes = score_samples(args.run_dir, args.n, args.seed)
+    critic, confidence, classes, n_classes = score_samples(args.run_dir, args.n, args.seed)
     print(f"{args.n} samples of {args.run_dir}: correlation of the discriminator's score with the judge's "
           f"confidence {np.corrcoef(critic, confidence)[0, 1]:.3f}")
     order = np.argsort(-critic)
     for fraction in KEPT_FRACTIONS:
         kept = order[: int(fraction * args.n)]
-        shares = np.bincount(classes[kept], minlength=int(classes.max()) + 1) / len(kept)
+        shares = np.bincount(classes[kept], minlength=n_classes) / len(kept)
         print(f"best-scored {fraction:4.0%}: confident {np.mean(confidence[kept] >= CONFIDENT):.3f}  "
               f"class shares {' '.join(f'{s:.3f}' for s in shares)}")
 
