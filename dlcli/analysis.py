@@ -28,6 +28,7 @@ from flax import nnx
 
 from dlcli.data import DATASETS, Splits
 from dlcli.errors import BadInput
+from dlcli.runs import RunDir
 
 BATCH = 500
 
@@ -224,25 +225,22 @@ def embed_run(run_dir: Path, *, split: str, out: Path, data_dir: Path, checkpoin
               overwrite: bool = False) -> dict:
     """Write the codes of every image of `split` with their labels and reconstruction
     errors to the .npz `out`, and their scatter plot beside it (same name, .png)."""
-    from dlcli.generate import restore_model
-    from dlcli.train.loop import read_trained_run
-
-    run_dir, out = Path(run_dir), Path(out)
-    cfg = read_trained_run(run_dir)
+    run, out = RunDir(run_dir), Path(out)
+    cfg = run.trained_config()
     if cfg.task_kind != "reconstruction":
-        raise BadInput(f"{run_dir} trained {cfg.model.name!r}, which has no code to export; dlcli embed needs an "
+        raise BadInput(f"{run.path} trained {cfg.model.name!r}, which has no code to export; dlcli embed needs an "
                        "autoencoder run (autoencoder, denoising_autoencoder, sparse_autoencoder, vae)")
     plot = out.with_suffix(".png")
     check_output(out, ".npz", overwrite)
     check_output(plot, ".png", overwrite)
-    model, step = restore_model(cfg, run_dir, cfg.info, checkpoint)
+    model, step = run.restore_model(checkpoint, cfg)
     x, y = cfg.data.load(data_dir).split(split)
     codes = encode(model, x)
     errors = reconstruction_errors(model, x)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, codes=codes, labels=y, reconstruction_errors=errors)
-    scatter_codes(codes, y, plot, f"{run_dir.name}: {split} codes")
-    return {"run_dir": str(run_dir), "checkpoint": step, "split": split, "examples": len(codes),
+    scatter_codes(codes, y, plot, f"{run.path.name}: {split} codes")
+    return {"run_dir": str(run.path), "checkpoint": step, "split": split, "examples": len(codes),
             "code_dims": int(codes.shape[1]), "mean_reconstruction_mse": float(errors.mean()), "out": str(out),
             "plot": str(plot)}
 
@@ -251,21 +249,18 @@ def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkp
                       overwrite: bool = False) -> dict:
     """Draw `n` samples (images, or points over a 2-D mixture's modes) from a generative
     run's model at `checkpoint` into the PNG `out`."""
-    from dlcli.generate import restore_model
-    from dlcli.train.loop import read_trained_run
-
-    run_dir, out = Path(run_dir), Path(out)
-    cfg = read_trained_run(run_dir)
+    run, out = RunDir(run_dir), Path(out)
+    cfg = run.trained_config()
     if not getattr(cfg.model, "generative", False):
-        raise BadInput(f"{run_dir} trained {cfg.model.name!r}, which does not draw samples; --n/--out need a vae or gan run "
+        raise BadInput(f"{run.path} trained {cfg.model.name!r}, which does not draw samples; --n/--out need a vae or gan run "
                        "(--prompt samples a language model)")
     if not 1 <= n <= 10_000:
         raise BadInput(f"--n must be between 1 and 10000 samples, got {n}")
     check_output(out, ".png", overwrite)
-    model, step = restore_model(cfg, run_dir, cfg.info, checkpoint)
+    model, step = run.restore_model(checkpoint, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    draw_samples(model, cfg, out, f"{cfg.name} ({run_dir.name}): {n} samples, step {step}, seed {seed}", n, seed)
-    return {"run_dir": str(run_dir), "checkpoint": step, "n": n, "seed": seed, "out": str(out)}
+    draw_samples(model, cfg, out, f"{cfg.name} ({run.path.name}): {n} samples, step {step}, seed {seed}", n, seed)
+    return {"run_dir": str(run.path), "checkpoint": step, "n": n, "seed": seed, "out": str(out)}
 
 
 def draw_samples(model, cfg, out: Path, title: str, n: int, seed: int = 0) -> None:

@@ -25,8 +25,8 @@ from typing import Callable
 
 import yaml
 
-from dlcli.checkpoint import has_checkpoint
 from dlcli.config import parse_yaml
+from dlcli.runs import RunDir
 
 
 PRUNED = -1000  # the exit code recorded for a run stopped by its `prune` callback
@@ -128,12 +128,12 @@ def _sigint_as_event():
 
 
 def _finished(job: Job) -> JobResult | None:
-    summary_path = job.run_dir / "summary.json"
-    if summary_path.exists() and _same_config(job):
+    summary = RunDir(job.run_dir).summary()
+    if summary is not None and _same_config(job):
         extra_path = job.run_dir / "extra_evals.json"
         extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
         if set(extra) >= set(job.extra_evals):
-            return JobResult(job.key, "done", json.loads(summary_path.read_text()), extra=extra, cached=True)
+            return JobResult(job.key, "done", summary, extra=extra, cached=True)
     if job.failure_path.exists() and _same_config(job):
         record = json.loads(job.failure_path.read_text())
         return JobResult(job.key, "pruned" if record["exit_code"] == PRUNED else "failed", error=record["error"],
@@ -161,7 +161,7 @@ class _Runner:
             job.config_path.write_text(yaml.safe_dump(job.config, sort_keys=False))
             mode = ["--overwrite"]
         else:
-            mode = ["--resume"] if has_checkpoint(job.run_dir) else ["--overwrite"]
+            mode = ["--resume"] if RunDir(job.run_dir).has_checkpoint() else ["--overwrite"]
         code, out, err = self._call(["train", str(job.config_path), "--run-dir", str(job.run_dir), *mode, "--json"],
                                     job.run_dir if job.prune else None, job.prune)
         if code == PRUNED:

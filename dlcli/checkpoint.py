@@ -1,12 +1,17 @@
 """Orbax checkpoints of a run: the last K and the best by the monitored metric.
 
-Each checkpoint is a step folder under `run_dir/checkpoints/` holding two items:
-`state`, the model and optimizer state as a pure pytree of arrays, and `meta`, JSON
-with the step, epoch, the base RNG key, the early-stopping bookkeeping, that
-evaluation's metrics and the resolved config. Orbax writes each save into a temporary
-folder and renames it when complete, so a crash mid-save leaves the previous
-checkpoints intact. Restores use the freshly built state as the target, so shapes
-and dtypes come from the config, not from whatever is on disk.
+Each checkpoint is a step folder under `run_dir/checkpoints/` holding three items:
+`model` and `optimizer`, each a pure pytree of arrays (so a model restores without
+building an optimizer), and `meta`, JSON with the step, epoch, the base RNG key, the
+early-stopping bookkeeping, that evaluation's metrics, the resolved config and the
+sha256 of each array item. Orbax writes each save into a temporary folder and renames
+it when complete, so a crash mid-save leaves the previous checkpoints intact. Restores
+use freshly built state as the target, so shapes and dtypes come from the config, not
+from whatever is on disk.
+
+Folders written before this layout hold one item `state` (model and optimizer as the
+pytree {0: model, 1: optimizer}); they are read as they are (`_restore_legacy`), and
+checkpoints a resumed run adds are in the current layout.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Any
 import numpy as np
 
 from dlcli.errors import BadInput, stderr_silenced_on_failure
+
+ITEMS = ("model", "optimizer")
+LEGACY_ITEM = "state"
 
 
 def _quiet_orbax() -> None:
@@ -60,13 +68,15 @@ class RunCheckpoints:
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def save(self, step: int, state: Any, meta: dict, is_best: bool) -> None:
-        """Start an asynchronous save; the previous save is finished first. The state's
-        sha256 goes into meta, so a restore can tell a damaged checkpoint from a real one."""
+    def save(self, step: int, items: dict[str, Any], meta: dict, is_best: bool) -> None:
+        """Start an asynchronous save of the array `items` (model, optimizer) and `meta`;
+        the previous save is finished first. Each item's sha256 goes into meta, so a
+        restore can tell a damaged checkpoint from a real one."""
         self.wait()
-        meta = {**meta, "state_sha256": state_digest(state)}
+        meta = {**meta, "sha256": {name: state_digest(tree) for name, tree in items.items()}}
         ocp = self._ocp
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
+        self.manager.save(step, args=ocp.args.Composite(**args, meta=ocp.args.JsonSave(meta)),
                           metrics={"was_best": float(is_best), "step": float(step)})
 
     def steps(self) -> list[int]:
@@ -97,19 +107,53 @@ class RunCheckpoints:
             raise self._unreadable(step, err) from None
         return dict(restored["meta"])
 
-    def restore(self, step: int, target: Any) -> tuple[Any, dict]:
-        """(state shaped like `target`, meta) of checkpoint `step`."""
+    def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+        """({name: tree shaped like targets[name]}, meta) of checkpoint `step`, for the
+        items named in `targets` (model, optimizer, or both)."""
+        if (self.directory / str(step) / LEGACY_ITEM).is_dir():
+            return self._restore_legacy(step, targets)
         ocp = self._ocp
+        args = {name: ocp.args.StandardRestore(target) for name, target in targets.items()}
         try:
             with stderr_silenced_on_failure():  # a failing read leaves stray tracebacks (see there)
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+                restored = self.manager.restore(step, args=ocp.args.Composite(**args, meta=ocp.args.JsonRestore()))
         except Exception as err:  # corrupt, truncated or mismatched files all land here
             raise self._unreadable(step, err) from None
         meta = dict(restored["meta"])
-        if state_digest(restored["state"]) != meta.get("state_sha256"):
+        trees = {name: restored[name] for name in targets}
+        for name, tree in trees.items():
+            if state_digest(tree) != meta.get("sha256", {}).get(name):
+                raise self._unreadable(step, ValueError(f"the {name} arrays do not match the checksum saved with them"))
+        return trees, meta
+
+    def _restore_legacy(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+        """A checkpoint of the earlier layout: one item `state` = {0: model, 1: optimizer}
+        with one checksum. It is read whole without a target (Orbax then gives digit keys
+        as strings, made integers again here so the checksum sees the saved order), then
+        split and checked against the targets' structure, shapes and dtypes."""
+        import jax
+
+        ocp = self._ocp
+        try:
+            with stderr_silenced_on_failure():
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    **{LEGACY_ITEM: ocp.args.StandardRestore()}, meta=ocp.args.JsonRestore()))
+        except Exception as err:
+            raise self._unreadable(step, err) from None
+        meta = dict(restored["meta"])
+        state = _integer_keys(restored[LEGACY_ITEM])
+        if state_digest(state) != meta.get("state_sha256"):
             raise self._unreadable(step, ValueError("the arrays do not match the checksum saved with them"))
-        return restored["state"], meta
+        trees = {}
+        for name, target in targets.items():
+            tree = state[ITEMS.index(name)]
+            same = jax.tree.structure(tree) == jax.tree.structure(target) and all(
+                np.shape(a) == np.shape(b) and np.asarray(a).dtype == np.asarray(b).dtype
+                for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(target)))
+            if not same:
+                raise self._unreadable(step, ValueError(f"its {name} arrays do not fit the model of the saved config"))
+            trees[name] = jax.tree.map(lambda a, b: jax.numpy.asarray(a, dtype=np.asarray(b).dtype), tree, target)
+        return trees, meta
 
     def _unreadable(self, step: int, err: Exception) -> BadInput:
         reason = " ".join(str(err).split())[:160]
@@ -123,6 +167,13 @@ class RunCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _integer_keys(tree: Any) -> Any:
+    """Nested dicts with digit-string keys ('10') turned back into the integers they were."""
+    if isinstance(tree, dict):
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: _integer_keys(v) for k, v in tree.items()}
+    return tree
 
 
 def state_digest(state: Any) -> str:

@@ -159,7 +159,7 @@ class ExperimentConfig:
 
     def validate(self, path: str) -> None:
         info = self.data.info()
-        model_kind = getattr(self.model, "task_kind", None)
+        model_kind = self.model.task_kind
         if model_kind == "reconstruction" or (model_kind is not None and info.is_image):
             self._check_pixels_and_analysis(info)
         if model_kind != "reconstruction" and self.analysis != AnalysisConfig():
@@ -173,13 +173,12 @@ class ExperimentConfig:
             raise BadInput(f"task.name is {self.task.name!r} but dataset {self.data.name!r} is a {info.kind} dataset; "
                            f"set task.name: {info.kind} (or leave it out)")
         self.model.check_input(info)
-        if hasattr(self.model, "check_data"):
-            self.model.check_data(self.data)
+        self.model.check_data(self.data)
         valid = [f"val/{name}" for name in self.metric_names]
         if self.monitor not in valid:
             raise BadInput(f"training.monitor {self.monitor!r} is not a validation metric of a {self.task_kind} task; "
                            f"choose one of: {', '.join(valid)}")
-        if self.training.gradient_flow and not getattr(self.model, "recurrent", False):
+        if self.training.gradient_flow and not self.model.recurrent:
             raise BadInput(f"training.gradient_flow needs a recurrent model (rnn, lstm, gru), not {self.model.name!r}; "
                            "set training.gradient_flow: false")
 
@@ -213,15 +212,13 @@ class ExperimentConfig:
 
     @property
     def task_kind(self) -> str:
-        return getattr(self.model, "task_kind", None) or self.task.name or self.info.kind
+        return self.model.task_kind or self.task.name or self.info.kind
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         """The metrics every evaluation of this run reports (without the split): its
         task's, and its model's own (a VAE's negative ELBO, ...)."""
-        if hasattr(self.model, "metrics_for"):
-            return self.model.metrics_for(self.info)
-        return (*METRIC_NAMES[self.task_kind], *getattr(self.model, "metrics", ()))
+        return self.model.metrics_for(self.info, METRIC_NAMES[self.task_kind])
 
     @property
     def monitor(self) -> str:
@@ -294,21 +291,6 @@ def resolved_yaml(cfg: ExperimentConfig) -> str:
 def config_from_dict(raw: dict) -> ExperimentConfig:
     """Rebuild a config saved in a run folder or a checkpoint."""
     return parse(ExperimentConfig, copy.deepcopy(raw), "")
-
-
-def read_run_config(run_dir: Path) -> ExperimentConfig:
-    """The resolved config a run folder was trained with; `BadInput` if absent or broken."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise BadInput(f"{run_dir} has no config.yaml, so it is not a usable dlcli run folder; "
-                       "give the folder `dlcli train` wrote, or retrain with --overwrite")
-    try:
-        raw = parse_yaml(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise BadInput(f"{path} is not valid YAML; restore it, or retrain with --overwrite") from None
-    if not isinstance(raw, dict):
-        raise BadInput(f"{path} does not hold a config mapping; restore it, or retrain with --overwrite")
-    return config_from_dict(raw)
 
 
 METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse"),

@@ -19,24 +19,23 @@ from flax import nnx
 
 from dlcli.data.text import decode, encode
 from dlcli.errors import BadInput
-from dlcli.train.experiment import build_model
-from dlcli.train.loop import open_checkpoints, read_trained_run, read_vocab
+from dlcli.runs import RunDir
 
 
 def sample_run(run_dir: Path, *, prompt: str, length: int | None = None, temperature: float | None = None,
                top_k: int | None = None, seed: int = 0, checkpoint: str = "best") -> dict:
     """Generate `length` characters (200 unless given) after `prompt` from the run's
     `checkpoint`; for a sequence-to-sequence run, greedily decode the target of `prompt`."""
-    run_dir = Path(run_dir)
-    cfg = read_trained_run(run_dir)
+    run = RunDir(run_dir)
+    cfg = run.trained_config()
     if not prompt:
         raise BadInput("--prompt is empty; give at least one character to start from")
     if cfg.info.kind == "sequence_to_sequence":
-        return _translate(cfg, run_dir, prompt, checkpoint, length=length, temperature=temperature, top_k=top_k)
+        return _translate(cfg, run, prompt, checkpoint, length=length, temperature=temperature, top_k=top_k)
     if not cfg.info.autoregressive:
         raise BadInput(f"{run_dir} trained {cfg.model.name} on {cfg.data.name!r}, neither a language model nor a "
                        "sequence-to-sequence model; dlcli sample needs a run on data.name: text, reverse, sort or addition")
-    vocab = read_vocab(run_dir)
+    vocab = run.vocab()
     length = 200 if length is None else length
     temperature = 1.0 if temperature is None else temperature
     if length < 1:
@@ -51,14 +50,14 @@ def sample_run(run_dir: Path, *, prompt: str, length: int | None = None, tempera
         raise BadInput(f"the prompt ({len(prompt_ids)} characters) and --length {length} exceed the model's context of "
                        f"{context} positions; ask for at most {context - len(prompt_ids)} characters or a shorter prompt")
 
-    model, step = restore_model(cfg, run_dir, cfg.data.info(vocab), checkpoint)
+    model, step = run.restore_model(checkpoint, cfg)
     tokens = generate(model, prompt_ids, length, jax.random.key(seed), temperature, top_k)
     text = decode(tokens, vocab)
-    return {"run_dir": str(run_dir), "checkpoint": step, "prompt": prompt, "text": text,
+    return {"run_dir": str(run), "checkpoint": step, "prompt": prompt, "text": text,
             "temperature": temperature, "top_k": top_k, "seed": seed}
 
 
-def _translate(cfg, run_dir: Path, prompt: str, checkpoint: str, **sampling) -> dict:
+def _translate(cfg, run: RunDir, prompt: str, checkpoint: str, **sampling) -> dict:
     """The greedy decoding of one source string by a sequence-to-sequence run."""
     given = [f"--{name.replace('_', '-')}" for name, value in sampling.items() if value is not None]
     if given:
@@ -69,27 +68,11 @@ def _translate(cfg, run_dir: Path, prompt: str, checkpoint: str, **sampling) -> 
     if len(source) > info.input_shape[0]:
         raise BadInput(f"the prompt has {len(source)} characters but {cfg.data.name!r} sources have at most "
                        f"{info.input_shape[0]}; shorten it")
-    model, step = restore_model(cfg, run_dir, info, checkpoint)
+    model, step = run.restore_model(checkpoint, cfg)
     x, _ = cfg.data.arrays([prompt], [""])  # the source as the dataset encodes it; no target
     tokens = jax.device_get(nnx.jit(lambda m, x: m.greedy_decode(x))(model, x))[0]
-    return {"run_dir": str(run_dir), "checkpoint": step, "prompt": prompt, "text": cfg.data.decode(tokens.tolist()),
+    return {"run_dir": str(run), "checkpoint": step, "prompt": prompt, "text": cfg.data.decode(tokens.tolist()),
             "decoding": "greedy"}
-
-
-def restore_model(cfg, run_dir: Path, info, checkpoint: str) -> tuple[nnx.Module, int]:
-    """The run's model at `checkpoint` (best, latest or a step), in evaluation mode, and the step."""
-    model, optimizer, _ = build_model(cfg, info, total_steps=1)
-    checkpoints = open_checkpoints(cfg, run_dir, read_only=True)
-    try:
-        step = checkpoints.resolve(checkpoint)
-        state = nnx.state((model, optimizer))
-        pure, _ = checkpoints.restore(step, nnx.to_pure_dict(state))
-    finally:
-        checkpoints.close()
-    nnx.replace_by_pure_dict(state, pure)
-    nnx.update((model, optimizer), state)
-    model.eval()
-    return model, step
 
 
 def pick_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: int | None) -> jax.Array:

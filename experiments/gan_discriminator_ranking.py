@@ -19,9 +19,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from dlcli.generate import restore_model
+from dlcli.runs import RunDir
 from dlcli.tasks.adversarial import CONFIDENT
-from dlcli.train.loop import read_trained_run
 
 KEPT_FRACTIONS = (1.0, 0.8, 0.6, 0.4, 0.2)
 
@@ -29,11 +28,10 @@ KEPT_FRACTIONS = (1.0, 0.8, 0.6, 0.4, 0.2)
 def score_samples(run_dir: Path, n: int, seed: int, batch: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(N,) discriminator scores, (N,) judge confidences and (N,) judge classes of N
     samples, and the judge's number of classes."""
-    cfg = read_trained_run(run_dir)
-    gan, _ = restore_model(cfg, run_dir, cfg.info, "latest")
-    judge_dir = Path(cfg.model.classifier_run)
-    judge_cfg = read_trained_run(judge_dir)
-    judge, _ = restore_model(judge_cfg, judge_dir, judge_cfg.info, "best")
+    run = RunDir(run_dir)
+    cfg = run.trained_config()
+    gan, _ = run.restore_model("latest", cfg)
+    judge, _ = RunDir(cfg.model.classifier_run).restore_model("best")
 
     @nnx.jit
     def score(gan, judge, z):

@@ -18,13 +18,14 @@ from flax import nnx
 from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
 
 from dlcli.analysis import embed_run, sample_image_grid
-from dlcli.config import load_config, read_run_config
+from dlcli.config import load_config
 from dlcli.errors import BadInput
-from dlcli.generate import restore_model
 from dlcli.models import count_params
 from dlcli.models.autoencoder import corrupt, depth_to_space
+from dlcli.runs import RunDir, param_count
 from dlcli.tasks.reconstruction import Reconstruction, bernoulli_kl
 from dlcli.train.evaluate import evaluate_run
+from dlcli.train.experiment import build_experiment
 from dlcli.train.loop import fit
 
 AUTOENCODERS = ["autoencoder", "denoising_autoencoder", "sparse_autoencoder", "vae"]
@@ -97,7 +98,7 @@ def test_evaluation_noise_does_not_depend_on_the_batch_size(tmp_path):
     summary = fit(load_config(None, overrides), tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
     saved = tmp_path / "run" / "config.yaml"
     saved.write_text(saved.read_text().replace("eval_batch_size: 1000", "eval_batch_size: 7"))
-    assert read_run_config(tmp_path / "run").training.eval_batch_size == 7
+    assert RunDir(tmp_path / "run").config().training.eval_batch_size == 7
     evaluated = evaluate_run(tmp_path / "run", split="test", data_dir=SHARED_DATA)
     for name in ("test/psnr", "test/noisy_psnr", "test/loss"):
         assert evaluated["metrics"][name] == pytest.approx(summary["metrics"][name], rel=1e-5)
@@ -157,9 +158,10 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(vae_run, tmp_path):
     overrides = [*DIGITS, "model.name=encoder_classifier", f"model.autoencoder_run={run}", "model.freeze=true",
                  "training.steps=96", "training.eval_every=96", "optimizer.learning_rate=0.03"]
     cfg = load_config(None, overrides)
-    classifier = cfg.model.build(cfg.info, nnx.Rngs(0))
-    assert count_params(classifier) == cfg.model.param_count(cfg.info)
-    pretrained, _ = restore_model(read_run_config(run), run, cfg.info, "best")
+    exp = build_experiment(cfg, SHARED_DATA)
+    classifier, _ = nnx.merge(exp.steps.train_graphdef, exp.steps.state)
+    assert count_params(classifier) == param_count(cfg, cfg.info, exp.references)
+    pretrained, _ = RunDir(run).restore_model("best")
 
     def weights(module):
         return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(module, nnx.Param)))
@@ -167,7 +169,7 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(vae_run, tmp_path):
     np.testing.assert_equal(weights(classifier.encoder), weights(pretrained.encoder))
     summary = fit(cfg, tmp_path / "frozen", data_dir=SHARED_DATA, show_progress=False)
     assert summary["metrics"]["test/accuracy"] > 0.5
-    trained, _ = restore_model(cfg, tmp_path / "frozen", cfg.info, "latest")
+    trained, _ = RunDir(tmp_path / "frozen").restore_model("latest")
     np.testing.assert_equal(weights(trained.encoder), weights(pretrained.encoder))  # frozen: untouched
     evaluated = evaluate_run(tmp_path / "frozen", split="test", data_dir=SHARED_DATA)
     assert evaluated["metrics"]["test/accuracy"] == summary["metrics"]["test/accuracy"]

@@ -182,7 +182,7 @@ def _latest_state(run_dir, overrides) -> dict:
     cfg = load_config(None, list(overrides))
     checkpoints = RunCheckpoints(run_dir, keep=cfg.checkpoint.keep, read_only=True)
     try:
-        state, _ = checkpoints.restore(checkpoints.latest_step(), build_experiment(cfg, REPO).pure_state())
+        state, _ = checkpoints.restore(checkpoints.latest_step(), build_experiment(cfg, REPO).checkpoint_items())
     finally:
         checkpoints.close()
     return jax.tree.map(np.asarray, state)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dlcli.config import load_config, read_yaml
-from dlcli.train.loop import fit, read_vocab
+from dlcli.runs import RunDir, param_count
+from dlcli.train.loop import fit
 
 from conftest import REPO, SHARED_DATA, TINY
 
@@ -60,9 +61,8 @@ def test_experiment_smoke(path: Path, tmp_path, short_text):
     summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
     SMOKE_RUNS[path.stem] = tmp_path / "run"
     assert summary["steps"] == 4
-    vocab = tmp_path / "run" / "vocab.json"  # a language model's classes come from its text
-    info = cfg.data.info(read_vocab(tmp_path / "run")) if vocab.exists() else cfg.info
-    assert summary["params"] == cfg.model.param_count(info)
+    run = RunDir(tmp_path / "run")  # a language model's classes come from its text
+    assert summary["params"] == param_count(cfg, run.info(cfg), run.references(cfg))
     assert all(f"{split}/{name}" in summary["metrics"] for split in ("val", "test") for name in cfg.metric_names)
 
 

@@ -151,7 +151,7 @@ def test_stability_warnings_name_collapse_and_divergence():
 
 
 def test_judge_measures_real_images_and_its_reference_is_the_test_sets_distance(tmp_path):
-    from dlcli.generate import restore_model
+    from dlcli.runs import RunDir
     from dlcli.train.loop import fit
 
     classifier = ["data.normalize=unit", "training.epochs=10"]
@@ -160,8 +160,8 @@ def test_judge_measures_real_images_and_its_reference_is_the_test_sets_distance(
                              f"model.classifier_run={tmp_path / 'classifier'}"])
     splits = cfg.data.load(SHARED_DATA)
     n = len(splits.val[0])
-    judge = Judge.load(cfg.model.classifier_run, splits, n)
-    model, _ = restore_model(load_config(None, classifier), tmp_path / "classifier", cfg.info, "best")
+    model, _ = RunDir(tmp_path / "classifier").restore_model("best")
+    judge = Judge.from_model(model, splits, n)
     train, test = (np.asarray(model.features(jnp.asarray(x)), np.float64) for x in (splits.train[0], splits.test[0][:n]))
     expected = frechet_distance(test.mean(0), np.cov(test, rowvar=False), train.mean(0), np.cov(train, rowvar=False))
     assert judge.reference_distance == pytest.approx(expected, rel=1e-3)

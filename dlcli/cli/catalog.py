@@ -17,7 +17,7 @@ def models_command(as_json: bool = JsonOption) -> None:
     """List every registered architecture with its default parameter count."""
     from dlcli.config import DATASETS, MODELS
 
-    entries = [{"name": name, "params": None if getattr(spec, "pretrained_from", None)
+    entries = [{"name": name, "params": None if spec.pretrained_from
                 else spec().param_count(DATASETS.get(spec.reference_dataset)().info()),
                 "reference_dataset": spec.reference_dataset, "description": spec.summary}
                for name, spec in MODELS.items()]

@@ -212,18 +212,16 @@ class VAE(nnx.Module):
 
 
 class EncoderClassifier(nnx.Module):
-    """A pre-trained autoencoder's encoder (weights restored from its run folder, or
-    fresh ones for `initialize: random`) and a dense head: x -> code -> [dense,
-    activation, dropout]* -> logits (B, n_classes). `freeze` stops gradients at the
-    code, so only the head learns."""
+    """An autoencoder's encoder and a dense head: x -> code -> [dense, activation,
+    dropout]* -> logits (B, n_classes). `freeze` stops gradients at the code, so only
+    the head learns. With `initialize: pretrained` the encoder's weights are a trained
+    run's, copied in by `load_pretrained` (its initial weights here are placeholders
+    drawn from their own seed, so the head's initialisation is the same either way);
+    with `initialize: random` the whole source architecture is drawn from `rngs`."""
 
     def __init__(self, cfg, source_cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
-        from dlcli.generate import restore_model
-
-        if cfg.initialize == "pretrained":
-            source, _ = restore_model(source_cfg, cfg.autoencoder_run, source_cfg.info, cfg.checkpoint)
-        else:  # the same architecture, freshly initialised
-            source = source_cfg.model.build(source_cfg.info, rngs)
+        source_rngs = nnx.Rngs(params=0) if cfg.initialize == "pretrained" else rngs
+        source = source_cfg.model.build(source_cfg.info, source_rngs)
         self.encoder = source.encoder
         self.code_activation = getattr(source, "code_activation", CODE_ACTIVATIONS["linear"])
         self.code = source_cfg.model.code
@@ -233,6 +231,10 @@ class EncoderClassifier(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout)
         self.activation = ACTIVATIONS[source_cfg.model.activation]
         self.freeze = cfg.freeze
+
+    def load_pretrained(self, source: nnx.Module) -> None:
+        """Take the encoder weights of a trained autoencoder `source`."""
+        nnx.update(self.encoder, nnx.state(source.encoder))
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         h = self.code_activation(self.encoder(x)[:, : self.code])  # a VAE's encoder: the mean half

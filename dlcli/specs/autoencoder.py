@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
+from dlcli.specs.base import ModelSpec
 
 
 @dataclasses.dataclass
-class AutoencoderSpec:
+class AutoencoderSpec(ModelSpec):
     """Shared by every autoencoder: the encoder/decoder shape and the likelihood."""
 
     task_kind: ClassVar[str] = "reconstruction"
@@ -177,7 +177,7 @@ class VAEConfig(AutoencoderSpec):
 
 @MODELS.register("encoder_classifier")
 @dataclasses.dataclass
-class EncoderClassifierConfig:
+class EncoderClassifierConfig(ModelSpec):
     """The encoder of a trained autoencoder run (`autoencoder_run`, its `checkpoint`)
     with a dense classifier head on its code; `freeze` keeps the encoder's weights as
     they are (a linear probe when `dense` is empty), otherwise they are fine-tuned.
@@ -195,43 +195,42 @@ class EncoderClassifierConfig:
     dense: list[int] = bounded([], low=1)
     dropout: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
 
-    def pretrained(self):
-        """The autoencoder run's config; `BadInput` unless the folder is a trained autoencoder run."""
-        from dlcli.train.loop import read_trained_run
-
+    def check_input(self, info: DatasetInfo) -> None:
         if not self.autoencoder_run:
             raise BadInput("model.autoencoder_run is empty; give the run folder of a trained autoencoder "
                            "(e.g. runs/ae_vs_pca_mnist)")
-        cfg = read_trained_run(Path(self.autoencoder_run))
-        if getattr(cfg.model, "task_kind", None) != "reconstruction":
-            raise BadInput(f"model.autoencoder_run {self.autoencoder_run} trained {cfg.model.name!r}, not an "
-                           "autoencoder; give the run folder of an autoencoder, vae, ... run")
-        return cfg
-
-    def check_input(self, info: DatasetInfo) -> None:
-        source = self.pretrained()
-        if tuple(source.info.input_shape) != tuple(info.input_shape):
-            raise BadInput(f"the encoder of {self.autoencoder_run} takes inputs of shape {source.info.input_shape}, "
-                           f"the dataset gives {info.input_shape}; use the dataset it was trained on")
         if info.kind != "classification":
             raise BadInput(f"encoder_classifier classifies, but the dataset is a {info.kind} dataset; "
                            "use a classification dataset")
 
-    def check_data(self, data) -> None:
-        """The classifier's images must be scaled as the encoder's were."""
-        source = self.pretrained().data
-        scaling = {key: getattr(source, key, None) for key in ("normalize", "binarize")}
+    def referenced_runs(self) -> dict[str, str]:
+        return {"autoencoder_run": self.autoencoder_run}
+
+    def check_referenced(self, runs: dict, data) -> None:
+        """The referenced run must be an autoencoder on inputs of this shape, scaled as here."""
+        source = runs["autoencoder_run"]
+        if source.model.task_kind != "reconstruction":
+            raise BadInput(f"model.autoencoder_run {self.autoencoder_run} trained {source.model.name!r}, not an "
+                           "autoencoder; give the run folder of an autoencoder, vae, ... run")
+        info = data.info()
+        if tuple(source.info.input_shape) != tuple(info.input_shape):
+            raise BadInput(f"the encoder of {self.autoencoder_run} takes inputs of shape {source.info.input_shape}, "
+                           f"the dataset gives {info.input_shape}; use the dataset it was trained on")
+        scaling = {key: getattr(source.data, key, None) for key in ("normalize", "binarize")}
         mine = {key: getattr(data, key, None) for key in scaling}
         if mine != scaling:
             settings = ", ".join(f"data.{k}: {v}" for k, v in scaling.items() if v is not None)
             raise BadInput(f"the encoder of {self.autoencoder_run} was trained on images scaled with {settings}; "
                            "set the same here")
 
-    def param_count(self, info: DatasetInfo) -> int:
-        source = self.pretrained().model
+    def pretrained_start(self) -> tuple[str, str] | None:
+        return (self.autoencoder_run, self.checkpoint) if self.initialize == "pretrained" else None
+
+    def param_count(self, info: DatasetInfo, runs: dict) -> int:
+        source = runs["autoencoder_run"].model
         return source.encoder_params(info) + dense_params([source.code, *self.dense, info.n_outputs])
 
-    def build(self, info: DatasetInfo, rngs):
+    def build(self, info: DatasetInfo, rngs, runs: dict):
         from dlcli.models.autoencoder import EncoderClassifier
 
-        return EncoderClassifier(self, self.pretrained(), info, rngs=rngs)
+        return EncoderClassifier(self, runs["autoencoder_run"], info, rngs=rngs)

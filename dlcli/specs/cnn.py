@@ -9,6 +9,7 @@ from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
+from dlcli.specs.base import ModelSpec
 
 
 @dataclasses.dataclass
@@ -28,7 +29,7 @@ def _default_blocks() -> list[ConvBlock]:
 
 @MODELS.register("cnn")
 @dataclasses.dataclass
-class CNNConfig:
+class CNNConfig(ModelSpec):
     """Conv blocks, then a flatten or global-average-pool head, then dense layers."""
 
     summary: ClassVar[str] = "convolutional network: conv blocks (channels, kernel, stride, pooling), dense head"

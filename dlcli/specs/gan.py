@@ -26,6 +26,7 @@ from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
+from dlcli.specs.base import ModelSpec
 
 
 def _conv3x3_params(chain: list[int], factor: int = 1) -> int:
@@ -35,7 +36,7 @@ def _conv3x3_params(chain: list[int], factor: int = 1) -> int:
 
 @MODELS.register("gan")
 @dataclasses.dataclass
-class GANConfig:
+class GANConfig(ModelSpec):
     summary: ClassVar[str] = "GAN: MLP or DCGAN generator and discriminator; non-saturating, hinge or WGAN-GP loss"
     reference_dataset: ClassVar[str] = "ring8"
     task_kind: ClassVar[str] = "generation"
@@ -100,17 +101,15 @@ class GANConfig:
             raise BadInput("a GAN on images is measured by a classifier dlcli trained on the same dataset: train one "
                            "(e.g. dlcli train experiments/classifier_mnist.yaml --run-dir runs/classifier_mnist) and "
                            "set model.classifier_run to its run folder")
-        if self.classifier_run is not None:
-            self._check_classifier(data)
 
-    def _check_classifier(self, data) -> None:
-        """`BadInput` unless classifier_run is an mlp or cnn classification run on the same images in [0, 1]."""
-        from pathlib import Path
+    def referenced_runs(self) -> dict[str, str]:
+        return {"classifier_run": self.classifier_run} if self.classifier_run is not None else {}
 
-        from dlcli.train.loop import read_trained_run
-
-        run = self.classifier_run
-        cfg = read_trained_run(Path(run))
+    def check_referenced(self, runs: dict, data) -> None:
+        """The judge must be an mlp or cnn classification run on the same images in [0, 1]."""
+        if "classifier_run" not in runs:
+            return
+        run, cfg = self.classifier_run, runs["classifier_run"]
         if cfg.task_kind != "classification" or cfg.model.name not in ("mlp", "cnn"):
             raise BadInput(f"model.classifier_run {run} trained {cfg.model.name!r} for {cfg.task_kind}; "
                            "it must be an mlp or cnn classification run")
@@ -121,7 +120,7 @@ class GANConfig:
             raise BadInput(f"model.classifier_run {run} was trained on standardised pixels, but generators "
                            "produce values in [0, 1]; retrain it with data.normalize: unit")
 
-    def metrics_for(self, info: DatasetInfo) -> tuple[str, ...]:
+    def metrics_for(self, info: DatasetInfo, task_metrics: tuple[str, ...]) -> tuple[str, ...]:
         """What each evaluation reports: mode statistics for 2-D mixtures, the classifier's view for images."""
         if info.is_image:
             return ("frechet", "class_kl", "classes", "confident", "top_class_share", "frechet_reference")

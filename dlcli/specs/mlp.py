@@ -10,11 +10,12 @@ from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
+from dlcli.specs.base import ModelSpec
 
 
 @MODELS.register("mlp")
 @dataclasses.dataclass
-class MLPConfig:
+class MLPConfig(ModelSpec):
     """Dense layers on the flattened input. `widths` (a list) wins over depth x width."""
 
     summary: ClassVar[str] = "multilayer perceptron: depth x width (or a list of widths), optional norm and dropout"

@@ -15,10 +15,11 @@ from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS
+from dlcli.specs.base import ModelSpec
 
 
 @dataclasses.dataclass
-class RecurrentConfig:
+class RecurrentConfig(ModelSpec):
     """Fields the three cells share; `unroll` is how many time steps one scan iteration runs."""
 
     recurrent: ClassVar[bool] = True

@@ -18,10 +18,11 @@ from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS
+from dlcli.specs.base import ModelSpec
 
 
 @dataclasses.dataclass
-class TransformerConfig:
+class TransformerConfig(ModelSpec):
     """Fields every Transformer shares. `dropout` applies to the embeddings and every
     residual branch, `attention_dropout` to the attention weights."""
 

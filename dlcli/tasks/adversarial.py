@@ -20,7 +20,6 @@ histogram); images by a dlcli-trained classifier (`Judge`).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -68,15 +67,10 @@ class Judge:
     reference_distance: float  # the real test images' distance, the value a perfect generator is near
 
     @classmethod
-    def load(cls, run: str, splits, n_generated: int) -> "Judge":
-        """The best checkpoint of classification run `run` (checked by the gan spec), with
+    def from_model(cls, model, splits, n_generated: int) -> "Judge":
+        """A trained classifier `model` (a classification run's best checkpoint), with
         reference statistics from `splits`: the first JUDGE_REFERENCE_EXAMPLES training
         images, and the distance of the first `n_generated` test images to them."""
-        from dlcli.generate import restore_model
-        from dlcli.train.loop import read_trained_run
-
-        cfg = read_trained_run(Path(run))
-        model, _ = restore_model(cfg, Path(run), cfg.info, "best")
         graphdef, state = nnx.split(model)
         judge = cls(graphdef, state, np.zeros(0), np.zeros((0, 0)), 0.0)
         train = judge.feature_sums(splits.train[0][:JUDGE_REFERENCE_EXAMPLES])

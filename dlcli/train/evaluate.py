@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.errors import BadInput
 from dlcli.data.vision import shift_images
+from dlcli.errors import BadInput
+from dlcli.runs import RunDir
 from dlcli.train.experiment import build_experiment
 from dlcli.train.step import EvalBatches
-from dlcli.train.loop import open_checkpoints, read_trained_run
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path,
@@ -18,20 +18,20 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     """Rebuild the run's model from its saved config, restore `checkpoint` (best, latest
     or a step) and measure it on `split`; `shift` > 0 first translates every image by a
     random offset of up to that many pixels (a translation-robustness test)."""
-    run_dir = Path(run_dir)
-    cfg = read_trained_run(run_dir)
+    run = RunDir(run_dir)
+    cfg = run.trained_config()
     if shift and not cfg.info.is_image:
         raise BadInput(f"--shift needs an image dataset; {cfg.data.name!r} has inputs of shape {cfg.info.input_shape}")
     if shift < 0:
         raise BadInput(f"--shift must be 0 or more pixels, got {shift}")
-    checkpoints = open_checkpoints(cfg, run_dir, read_only=True)
+    checkpoints = run.checkpoints(cfg, read_only=True)
     try:
         step = checkpoints.resolve(checkpoint)
-        exp = build_experiment(cfg, data_dir)
-        state, _ = checkpoints.restore(step, exp.pure_state())
+        exp = build_experiment(cfg, data_dir, run.references(cfg))
+        items, _ = checkpoints.restore(step, {"model": exp.checkpoint_items()["model"]})
     finally:
         checkpoints.close()
-    exp.load_pure_state(state)
+    exp.load_checkpoint_items(items)
     if shift:
         x, y = exp.splits.split(split)
         shifted = shift_images(x, shift)
@@ -39,7 +39,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     else:
         batches = exp.eval_batches(split)
     values, sums = exp.steps.evaluate(batches)
-    result = {"run_dir": str(run_dir), "checkpoint": step, "split": split, "shift": shift,
+    result = {"run_dir": str(run.path), "checkpoint": step, "split": split, "shift": shift,
               "metrics": {f"{split}/{k}": v for k, v in values.items()}, "params": exp.params}
     if "confusion" in sums:
         result["confusion"] = np.asarray(sums["confusion"]).tolist()

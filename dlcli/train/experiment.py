@@ -17,6 +17,7 @@ from dlcli.config import ExperimentConfig
 from dlcli.data import DatasetInfo, Splits, num_examples
 from dlcli.errors import BadInput
 from dlcli.models import count_params
+from dlcli.runs import RunDir, build_model
 from dlcli.tasks import make_task
 from dlcli.train.optim import make_optimizer, make_schedule
 from dlcli.train.step import CompiledSteps, EvalBatches
@@ -32,6 +33,7 @@ class Experiment:
     total_steps: int
     x_train: jax.Array | dict
     y_train: jax.Array
+    references: dict[str, ExperimentConfig]
     _staged: dict[str, EvalBatches] = dataclasses.field(default_factory=dict)
 
     def eval_batches(self, split: str) -> EvalBatches:
@@ -43,17 +45,30 @@ class Experiment:
             self._staged[split] = EvalBatches(x, task.targets(x, y), self.cfg.training.eval_batch_size, first)
         return self._staged[split]
 
-    def pure_state(self) -> dict:
-        """The model and optimizer state as nested dicts of arrays (what a checkpoint holds)."""
-        return nnx.to_pure_dict(self.steps.state)
+    def checkpoint_items(self) -> dict[str, dict]:
+        """The model and the optimizer state as nested dicts of arrays: the array items of a checkpoint."""
+        pure = nnx.to_pure_dict(self.steps.state)  # the state of (model, optimizer)
+        return {"model": pure[0], "optimizer": pure[1]}
 
-    def load_pure_state(self, pure: dict) -> None:
-        nnx.replace_by_pure_dict(self.steps.state, pure)
+    def load_checkpoint_items(self, items: dict[str, dict]) -> None:
+        """Take restored items (the model, and the optimizer when given)."""
+        nnx.replace_by_pure_dict(self.steps.state[0], items["model"])
+        if "optimizer" in items:
+            nnx.replace_by_pure_dict(self.steps.state[1], items["optimizer"])
 
 
-def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
+def build_experiment(cfg: ExperimentConfig, data_dir: Path,
+                     references: dict[str, ExperimentConfig] | None = None) -> Experiment:
     """Load the data, build model and optimizer from `cfg.seed`; raises `BadInput` for
-    data that is missing or does not fit the training settings."""
+    data that is missing or does not fit the training settings, or referenced runs
+    that do not fit. `references` are the configs of the runs `cfg` references as a
+    run folder saved them (`RunDir.references`: a run being resumed or evaluated, whose
+    weights come from its own checkpoint); None reads the referenced run folders and
+    starts the model from a pre-trained run's weights where the spec asks for them."""
+    fresh = references is None
+    if fresh:
+        references = {field: RunDir(folder).trained_config() for field, folder in cfg.model.referenced_runs().items()}
+    cfg.model.check_referenced(references, cfg.data)
     splits = cfg.data.load(data_dir)
     if cfg.analysis.normal_classes is not None:  # anomaly detection: learn the normal classes only
         from dlcli.analysis import restrict_to_classes
@@ -68,23 +83,27 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path) -> Experiment:
     total = cfg.training.steps if cfg.training.steps is not None else cfg.training.epochs * steps_per_epoch
 
     info = splits.info
-    model, optimizer, schedule = build_model(cfg, info, total)
+    model = build_model(cfg, info, references)
+    start = cfg.model.pretrained_start()
+    if fresh and start is not None:
+        folder, checkpoint = start
+        model.load_pretrained(RunDir(folder).restore_model(checkpoint, references[cfg.model.pretrained_from])[0])
+    optimizer, schedule = build_optimizer(cfg, model, total)
     task = make_task(cfg)
-    if getattr(cfg.model, "classifier_run", None) is not None:  # a GAN on images, measured by a trained classifier
+    if "classifier_run" in references:  # a GAN on images, measured by a trained classifier
         from dlcli.tasks.adversarial import Judge
 
-        judge = Judge.load(cfg.model.classifier_run, splits, num_examples(splits.val[0]))
-        task = dataclasses.replace(task, judge=judge)
+        judge_model, _ = RunDir(cfg.model.classifier_run).restore_model("best", references["classifier_run"])
+        task = dataclasses.replace(task, judge=Judge.from_model(judge_model, splits, num_examples(splits.val[0])))
     steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)
     x_train, y_train = (jax.device_put(a) for a in splits.train)
     y_train = task.targets(x_train, y_train)
-    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train)
+    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references)
 
 
-def build_model(cfg: ExperimentConfig, info: DatasetInfo, total_steps: int):
-    """The model (initialised from `cfg.seed`), its optimizer and the learning-rate schedule."""
-    model = cfg.model.build(info, nnx.Rngs(params=cfg.seed))
-    if getattr(cfg.model, "task_kind", None) == "generation":  # a GAN: one optimizer per network; lr logs G's
+def build_optimizer(cfg: ExperimentConfig, model, total_steps: int):
+    """The optimizer of `model` and the learning-rate schedule over `total_steps`."""
+    if cfg.model.task_kind == "generation":  # a GAN: one optimizer per network; lr logs G's
         from dlcli.models.gan import GANOptimizers
 
         schedule = make_schedule(cfg.schedule, cfg.model.g_learning_rate, total_steps)
@@ -92,7 +111,7 @@ def build_model(cfg: ExperimentConfig, info: DatasetInfo, total_steps: int):
     else:
         schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, total_steps)
         optimizer = nnx.Optimizer(model, make_optimizer(cfg.optimizer, schedule), wrt=nnx.Param)
-    return model, optimizer, schedule
+    return optimizer, schedule
 
 
 class EpochSampler:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -23,12 +22,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from dlcli.checkpoint import RunCheckpoints, has_checkpoint
-from dlcli.config import ExperimentConfig, read_run_config, resolved_yaml
+from dlcli.checkpoint import RunCheckpoints
+from dlcli.config import ExperimentConfig
 from dlcli.console import TrainProgress
 from dlcli.data import num_examples
 from dlcli.errors import BadInput, TrainingFailure
 from dlcli.runlog import MetricsLog, read_metrics
+from dlcli.runs import RunDir
 from dlcli.train.experiment import EpochSampler, Experiment, build_experiment
 
 
@@ -55,27 +55,29 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
         overwrite: bool = False, show_progress: bool = True) -> dict:
     """Train `cfg` into `run_dir` and return the run summary (also saved as summary.json)."""
     run_dir = Path(run_dir)
-    check_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
-    exp = build_experiment(cfg, data_dir)
+    run = RunDir(run_dir)
+    run.check_for_training(cfg, resume=resume, overwrite=overwrite)
+    exp = build_experiment(cfg, data_dir, run.references(cfg) if resume else None)
     book, step = Bookkeeping(), 0
     checkpoints = None
     if resume:
-        checkpoints = open_checkpoints(cfg, run_dir)
+        checkpoints = run.checkpoints(cfg)
         try:
-            state, meta = checkpoints.restore(checkpoints.latest_step(), exp.pure_state())
+            items, meta = checkpoints.restore(checkpoints.latest_step(), exp.checkpoint_items())
         except BadInput:
             checkpoints.close()
             raise
-        exp.load_pure_state(state)
+        exp.load_checkpoint_items(items)
         book = Bookkeeping(**meta["bookkeeping"])
         step = int(meta["step"])
     elif overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(resolved_yaml(cfg))
+    run.write_config(cfg)
+    run.write_references(exp.references)
     if exp.splits.info.vocab is not None:
-        write_vocab(run_dir, exp.splits.info.vocab)
-    checkpoints = checkpoints or open_checkpoints(cfg, run_dir)
+        run.write_vocab(exp.splits.info.vocab)
+    checkpoints = checkpoints or run.checkpoints(cfg)
     log = MetricsLog(run_dir, resume_step=step if resume else None)
     try:
         return _train(exp, run_dir, checkpoints, log, book, step, show_progress, data_dir)
@@ -128,7 +130,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
             stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
             due = math.ceil(step / eval_every) % cfg.checkpoint.every == 0
             if improved or due or stopped_early or step == exp.total_steps:
-                checkpoints.save(step, exp.pure_state(), _meta(exp, step, book, record), improved)
+                checkpoints.save(step, exp.checkpoint_items(), _meta(exp, step, book, record), improved)
             if progress and stopped_early:
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
     checkpoints.wait()
@@ -159,8 +161,8 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
     final_record = next((r for r in reversed(read_metrics(run_dir)) if r["step"] == step), {})
     evaluated = book.best_step if cfg.training.restore_best else step
     if evaluated != step:
-        state, _ = checkpoints.restore(evaluated, exp.pure_state())
-        exp.load_pure_state(state)
+        items, _ = checkpoints.restore(evaluated, {"model": exp.checkpoint_items()["model"]})
+        exp.load_checkpoint_items(items)
     metrics = {}
     confusion = None
     for split in ("val", "test"):
@@ -187,7 +189,7 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         "wall_s": round(wall_s, 3), "compile_s": round(exp.steps.compile_s, 3),
         "device": jax.devices()[0].platform,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    RunDir(run_dir).write_summary(summary)
     return summary
 
 
@@ -210,63 +212,6 @@ def _gradient_flow(run_dir: Path) -> dict:
     gradient_flow(logged, run_dir / "gradient_flow.png", title=f"{run_dir.name}: norm of d(loss)/d(h_t)")
     last = logged[-1]["gradient_flow"]
     return {"gradient_flow": {"step": logged[-1]["step"], "first": last[0], "last": last[-1]}}
-
-
-def read_trained_run(run_dir: Path) -> ExperimentConfig:
-    """The saved config of a run folder that holds checkpoints; `BadInput` for any other folder."""
-    if not has_checkpoint(run_dir):
-        raise BadInput(f"{run_dir} is not a dlcli run folder with checkpoints; give the folder `dlcli train` wrote "
-                       "(it holds config.yaml and checkpoints/)")
-    return read_run_config(run_dir)
-
-
-def write_vocab(run_dir: Path, vocab: str) -> None:
-    """The characters of a language model's vocabulary, in id order (read by `dlcli sample`)."""
-    (run_dir / "vocab.json").write_text(json.dumps({"vocab": vocab}, ensure_ascii=False), encoding="utf-8")
-
-
-def read_vocab(run_dir: Path) -> str:
-    path = Path(run_dir) / "vocab.json"
-    if not path.is_file():
-        raise BadInput(f"{run_dir} holds no vocab.json, so it is not a language-model run; "
-                       "give the folder of a run trained on data.name: text")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))["vocab"]
-    except (ValueError, KeyError, TypeError):
-        raise BadInput(f"{path} is damaged; retrain the run with --overwrite to write it again") from None
-
-
-def check_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse, before touching anything, a run folder that does not fit the flags."""
-    if resume and overwrite:
-        raise BadInput("--resume and --overwrite contradict each other; pass one of them")
-    holds_run = (run_dir / "config.yaml").exists() or has_checkpoint(run_dir)
-    if resume:
-        if not has_checkpoint(run_dir):
-            raise BadInput(f"--resume: {run_dir} holds no checkpoint to resume from; drop --resume to start a new run")
-        saved = read_run_config(run_dir).to_dict()
-        differences = _differences(saved, cfg.to_dict())
-        if differences:
-            raise BadInput(f"--resume: the config differs from the run's saved config at {', '.join(differences[:3])}; "
-                           f"resume with the same config, or start a new run with --overwrite or another --run-dir")
-    elif holds_run and not overwrite:
-        raise BadInput(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                       "or choose another --run-dir")
-    elif run_dir.exists() and not holds_run and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise BadInput(f"{run_dir} exists and is not a dlcli run folder; choose another --run-dir")
-
-
-def open_checkpoints(cfg: ExperimentConfig, run_dir: Path, read_only: bool = False) -> RunCheckpoints:
-    return RunCheckpoints(run_dir, keep=cfg.checkpoint.keep, read_only=read_only)
-
-
-def _differences(a, b, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        found = []
-        for key in sorted(set(a) | set(b), key=str):
-            found += _differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-        return found
-    return [] if a == b else [f"{path} ({a!r} -> {b!r})"]
 
 
 def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s: float, wall_s: float) -> dict:
