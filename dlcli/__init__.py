@@ -1,3 +1,22 @@
-"""dlcli: a command-line deep-learning experiment runner (JAX, Flax NNX, Optax, Orbax)."""
+"""dlcli: a command-line deep-learning experiment runner (JAX, Flax NNX, Optax, Orbax).
+
+The package's layers, lowest first. A module imports only from its own layer or
+below (tests/test_architecture.py walks every import and holds this true); imports
+needed for type annotations alone sit under `if TYPE_CHECKING:` and do not count.
+
+    cli, __main__                    one module per command: parse, call the library, print
+    batch, compare, sweep,           many runs: worker processes, statistics, reports
+      sweep_optuna
+    train                            experiment builder, compiled steps, the loop, eval
+    analysis, generate               what a trained model measures and produces
+    tasks                            what a batch means: loss, metrics, a GAN's two players
+    runs                             a run folder: config, vocab, summary, checkpoints, restore
+    config                           the typed experiment config, YAML, --set overrides
+    specs                            model specs: pure config sections that build models
+    models                           Flax NNX modules, one family per file
+    data, checkpoint                 datasets by name; Orbax items of a run
+    errors, registry, schema,        the ground floor: no JAX
+      console, plots, stats, runlog
+"""
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ resume, eval and reproducibility."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -153,15 +154,17 @@ def test_vae_samples_a_grid_from_its_prior(vae_run, tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
-def test_fine_tuning_starts_from_the_pretrained_encoder(vae_run, tmp_path):
-    run, _ = vae_run
-    overrides = [*DIGITS, "model.name=encoder_classifier", f"model.autoencoder_run={run}", "model.freeze=true",
-                 "training.steps=96", "training.eval_every=96", "optimizer.learning_rate=0.03"]
+def test_fine_tuning_starts_from_the_pretrained_encoder_and_then_needs_it_no_more(vae_run, tmp_path):
+    """The classifier starts from the autoencoder's encoder weights; once it has run, the
+    autoencoder's folder can go: eval, restoring and --resume use the run's own files."""
+    source = shutil.copytree(vae_run[0], tmp_path / "source")
+    overrides = [*DIGITS, "model.name=encoder_classifier", f"model.autoencoder_run={source}", "model.freeze=true",
+                 "training.steps=96", "training.eval_every=48", "optimizer.learning_rate=0.03"]
     cfg = load_config(None, overrides)
     exp = build_experiment(cfg, SHARED_DATA)
     classifier, _ = nnx.merge(exp.steps.train_graphdef, exp.steps.state)
     assert count_params(classifier) == param_count(cfg, cfg.info, exp.references)
-    pretrained, _ = RunDir(run).restore_model("best")
+    pretrained, _ = RunDir(source).restore_model("best")
 
     def weights(module):
         return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(module, nnx.Param)))
@@ -169,10 +172,14 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(vae_run, tmp_path):
     np.testing.assert_equal(weights(classifier.encoder), weights(pretrained.encoder))
     summary = fit(cfg, tmp_path / "frozen", data_dir=SHARED_DATA, show_progress=False)
     assert summary["metrics"]["test/accuracy"] > 0.5
+    shutil.rmtree(source)
     trained, _ = RunDir(tmp_path / "frozen").restore_model("latest")
     np.testing.assert_equal(weights(trained.encoder), weights(pretrained.encoder))  # frozen: untouched
     evaluated = evaluate_run(tmp_path / "frozen", split="test", data_dir=SHARED_DATA)
     assert evaluated["metrics"]["test/accuracy"] == summary["metrics"]["test/accuracy"]
+    shutil.rmtree(tmp_path / "frozen" / "checkpoints" / "96")
+    resumed = fit(cfg, tmp_path / "frozen", data_dir=SHARED_DATA, resume=True, show_progress=False)
+    assert resumed["metrics"] == summary["metrics"]
 
 
 def test_anomaly_auroc_is_the_auroc_of_the_exported_errors(tmp_path):

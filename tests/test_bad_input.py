@@ -238,10 +238,10 @@ def test_missing_dataset_files(run_copy, tmp_path, closed_url):
     error_line(run_copy, args, [*IDX_FILES, f"in {data_dir / 'mnist'}/", f"{closed_url}/mnist/"], env)
 
 
-def newest_state_file(run: Path) -> tuple[int, Path]:
-    """(newest checkpoint step, the largest file of its Orbax `state` item: the array data)."""
+def newest_model_file(run: Path) -> tuple[int, Path]:
+    """(newest checkpoint step, the largest file of its Orbax `model` item: the array data)."""
     step = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
-    files = [p for p in (run / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()]
+    files = [p for p in (run / "checkpoints" / str(step) / "model").rglob("*") if p.is_file()]
     return step, max(files, key=lambda p: p.stat().st_size)
 
 
@@ -251,7 +251,7 @@ COMMANDS = {"eval": ["eval", "{run}", "--checkpoint", "latest"], "resume": RESUM
 @pytest.mark.parametrize("command", COMMANDS)
 def test_truncated_checkpoint_is_refused(run_copy, command):
     """Half of the newest checkpoint's array data is cut off: eval and resume refuse it."""
-    step, data_file = newest_state_file(run_copy)
+    step, data_file = newest_model_file(run_copy)
     os.truncate(data_file, data_file.stat().st_size // 2)
 
     lines = refuse(run_copy, fill(COMMANDS[command], run=run_copy))
@@ -261,7 +261,7 @@ def test_truncated_checkpoint_is_refused(run_copy, command):
 
 
 def test_checkpoint_with_flipped_bytes_is_refused(run_copy):
-    step, data_file = newest_state_file(run_copy)
+    step, data_file = newest_model_file(run_copy)
     data = bytearray(data_file.read_bytes())
     start = len(data) // 8  # inside the first layer's kernel
     data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])

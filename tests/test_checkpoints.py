@@ -32,8 +32,8 @@ def test_crash_during_save_leaves_a_readable_checkpoint_and_resume_works(tmp_pat
     run_cli(*args, check=True)
     # What a process killed in the middle of saving step 12 leaves: Orbax's unfinished temporary folder.
     partial = run_dir / "checkpoints" / "12.orbax-checkpoint-tmp-1732000000"
-    (partial / "state").mkdir(parents=True)
-    (partial / "state" / "d").write_bytes(b"\x00garbage")
+    (partial / "model").mkdir(parents=True)
+    (partial / "model" / "d").write_bytes(b"\x00garbage")
     latest = evaluate_run(run_dir, checkpoint="latest", split="val", data_dir=SHARED_DATA)
     assert latest["checkpoint"] == 8
     resumed = run_cli(*args, "--resume", check=True)
