@@ -8,8 +8,8 @@ needed for type annotations alone sit under `if TYPE_CHECKING:` and do not count
     batch, compare, sweep,           many runs: worker processes, statistics, reports
       sweep_optuna
     train                            experiment builder, compiled steps, the loop, eval
+    tasks                            what a batch means: loss, metrics, a GAN's two players, hooks
     analysis, generate               what a trained model measures and produces
-    tasks                            what a batch means: loss, metrics, a GAN's two players
     runs                             a run folder: config, vocab, summary, checkpoints, restore
     config                           the typed experiment config, YAML, --set overrides
     specs                            model specs: pure config sections that build models

@@ -33,6 +33,11 @@ from dlcli.runs import RunDir
 BATCH = 500
 
 
+def psnr(mse: jax.Array) -> jax.Array:
+    """Peak signal-to-noise ratio in dB for data in [0, 1] (mse floored at 1e-10)."""
+    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+
 def restrict_to_classes(splits: Splits, classes: list[int]) -> Splits:
     """Training and validation keep only the `classes` (the normal data); test keeps everything."""
 
@@ -151,8 +156,6 @@ def _anomalies(cfg, model, splits: Splits, run_dir: Path, data_dir: Path) -> dic
 def _features(cfg, model, splits: Splits, codes_test: np.ndarray) -> dict:
     """PCA with as many components as the code, and linear probes on both kinds of codes."""
     from sklearn.decomposition import PCA
-
-    from dlcli.tasks.reconstruction import psnr
 
     (x_train, y_train), (x_test, y_test) = splits.train, splits.test
     metrics = {}

@@ -89,13 +89,13 @@ def test_discriminator_steps_every_step_generator_every_n_critic_and_the_average
     x = jnp.asarray(cfg.data.load(SHARED_DATA).train[0][:64])
     d0, g0, avg0 = _params(model.discriminator), _params(model.generator), _params(model.average)
     update = nnx.jit(task.update)
-    metrics = update(model, optimizers, x, jnp.asarray(0), jax.random.key(1))
+    metrics = update(model, optimizers, x, None, jnp.asarray(0), jax.random.key(1))
     assert np.isnan(metrics["g_loss"]) and metrics["gp"] > 0
     # every discriminator parameter moves but the output bias, which a Wasserstein loss cancels
     assert sum(not np.array_equal(a, b) for a, b in zip(d0, _params(model.discriminator))) == len(d0) - 1
     assert all(np.array_equal(a, b) for a, b in zip(g0, _params(model.generator)))
     assert all(np.array_equal(a, b) for a, b in zip(avg0, _params(model.average)))
-    metrics = update(model, optimizers, x, jnp.asarray(1), jax.random.key(2))
+    metrics = update(model, optimizers, x, None, jnp.asarray(1), jax.random.key(2))
     assert np.isfinite(metrics["g_loss"]) and metrics["g_grad_norm"] > 0
     g1 = _params(model.generator)
     assert all(not np.array_equal(a, b) for a, b in zip(g0, g1))
@@ -134,8 +134,8 @@ def test_r1_term_enters_the_discriminator_loss_with_half_its_weight():
     model = cfg.model.build(cfg.info, nnx.Rngs(params=0))
     x = jnp.asarray(cfg.data.load(SHARED_DATA).train[0][:64])
     expected = 0.5 * 4 * float(Adversarial.r1_penalty(model.discriminator, x))  # before the update moves D
-    metrics = nnx.jit(task.update)(model, GANOptimizers(model, cfg.model, lambda peak: peak), x, jnp.asarray(0),
-                                   jax.random.key(1))
+    optimizers = GANOptimizers(model, cfg.model, lambda peak: peak)
+    metrics = nnx.jit(task.update)(model, optimizers, x, None, jnp.asarray(0), jax.random.key(1))
     assert float(metrics["r1"]) == pytest.approx(expected, rel=1e-5) and expected > 0
     assert float(metrics["loss"]) == pytest.approx(float(metrics["d_loss"] + metrics["r1"]), rel=1e-6)
     assert float(metrics["gp"]) == 0.0

@@ -1,56 +1,91 @@
 """Training regimes: what a batch means, its loss, and the metrics summed for evaluation.
 
-A task's `targets` picks what the outputs are compared with (the labels, or for a
-reconstruction the inputs); `loss` is what one training step minimises (a scalar and
-per-batch metrics; the global step lets an objective change during training, e.g. a
-KL warm-up); `eval_outputs` is what evaluation asks of the model (its forward pass, for
-a sequence-to-sequence task also its own greedy decoding; `index` (B,) holds the
-examples' positions in the split, which fix any evaluation noise per example);
-`eval_sums` returns sums over a padded evaluation batch (masked rows count for nothing)
-that `finalize` turns into the split's metrics on the host, so evaluating in batches of
-any size gives the same figures as one pass over the split.
+Every task subclasses `Task` and registers itself under its kind in `TASKS`, where it
+is defined; `make_task` picks the one of an experiment (the model's own task, an
+autoencoder's reconstruction, say, else `task.name`, else the dataset's kind). The
+generic step, loop and evaluation call only what `Task` declares.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
+import optax
+from flax import nnx
+
+from dlcli.registry import Registry
+
+TASKS: Registry[type] = Registry("task")
 
 
-class Task(Protocol):
-    kind: str
+class Task:
+    """One training regime.
 
-    def targets(self, x, y): ...
+    `targets` picks what the outputs are compared with (the labels, or for a
+    reconstruction the inputs); `update` is one training step in the compiled region
+    (by default: the gradient of `loss`, a scalar and per-batch metrics, one optimizer
+    update; the global step lets an objective change during training, e.g. a KL
+    warm-up); `eval_outputs` is what evaluation asks of the model (its forward pass,
+    for a sequence-to-sequence task also its greedy decoding; `index` (B,) holds the
+    examples' positions in the split, from `first_index`, which fix any evaluation
+    noise per example); `eval_sums` returns sums over a padded evaluation batch (masked
+    rows count for nothing) that `finalize` turns into the split's metrics on the host,
+    so evaluating in batches of any size gives the same figures as one pass.
+    `progress_metric` is the training metric the progress bar shows. Two hooks run on
+    the host: `evaluated` after each evaluation (it may add "warnings" to the record),
+    `finished` after the final test measurement (extra metrics and files).
+    """
 
-    def loss(self, outputs, targets: jax.Array, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]: ...
+    progress_metric: ClassVar[str] = "accuracy"
 
-    def eval_outputs(self, model, x, index: jax.Array): ...
+    @classmethod
+    def from_config(cls, cfg) -> "Task":
+        raise NotImplementedError
 
-    def eval_sums(self, outputs: jax.Array, targets: jax.Array, mask: jax.Array) -> dict[str, jax.Array]: ...
+    def targets(self, x, y):
+        return y
 
-    def finalize(self, sums: dict[str, np.ndarray]) -> dict[str, float]: ...
+    def first_index(self, split: str) -> int:
+        return 0
+
+    def loss(self, outputs, targets: jax.Array, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        raise NotImplementedError
+
+    def update(self, model, optimizer, x, y, step: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+        """One gradient step on the batch (x, y); `key` feeds dropout and the `noise`
+        stream (corruption, latent samples). Returns the step's metrics."""
+
+        def loss_fn(model):
+            # made inside the differentiated trace, as NNX requires
+            rngs = nnx.Rngs(dropout=key, noise=jax.random.fold_in(key, 1))
+            return self.loss(model(x, rngs=rngs), y, step)
+
+        (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        optimizer.update(model, grads)
+        return {**metrics, "grad_norm": optax.tree.norm(grads)}
+
+    def eval_outputs(self, model, x, index: jax.Array):
+        return model(x)
+
+    def eval_sums(self, outputs, targets: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def finalize(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluated(self, model, cfg, run_dir: Path, record: dict) -> None:
+        """After each evaluation, with the model in evaluation mode and that evaluation's record."""
+
+    def finished(self, model, cfg, splits, run_dir: Path, data_dir: Path) -> dict:
+        """After the final measurement: {"metrics": {...}, ...} to add to the summary, or {}."""
+        return {}
 
 
 def make_task(cfg) -> Task:
-    """The task of an experiment config: the model's own (an autoencoder reconstructs),
-    else `task.name`, else the dataset's kind."""
-    from dlcli.tasks.reconstruction import Reconstruction
-    from dlcli.tasks.supervised import Classification, Regression, SequenceToSequence, TokenClassification
+    """The task of an experiment config (`cfg.task_kind`)."""
+    from dlcli.tasks import adversarial, reconstruction, supervised  # noqa: F401  (register the tasks)
 
-    kind, n_outputs = cfg.task_kind, cfg.info.n_outputs
-    if kind == "reconstruction":
-        return Reconstruction.from_model(cfg.model)
-    if kind == "generation":
-        from dlcli.tasks.adversarial import Adversarial
-
-        return Adversarial.from_config(cfg)
-
-    if kind == "classification":
-        return Classification(n_outputs, cfg.task.label_smoothing)
-    if kind == "token_classification":
-        return TokenClassification(n_outputs)
-    if kind == "sequence_to_sequence":
-        return SequenceToSequence(n_outputs)
-    return Regression()
+    return TASKS.get(cfg.task_kind).from_config(cfg)

@@ -20,6 +20,8 @@ histogram); images by a dlcli-trained classifier (`Judge`).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +29,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dlcli.runlog import read_metrics
+from dlcli.tasks import TASKS, Task
 
 EVAL_LATENT_KEY = 20261125
 SPLIT_LATENT_OFFSET = {"train": 0, "val": 1 << 24, "test": 2 << 24}  # distinct latents per split
@@ -139,8 +143,9 @@ def kl_to_uniform(counts: np.ndarray) -> float:
     return float(np.sum(shares * np.log(shares * len(counts))))
 
 
+@TASKS.register("generation")
 @dataclasses.dataclass(frozen=True)
-class Adversarial:
+class Adversarial(Task):
     loss_kind: str
     penalty: float
     n_critic: int
@@ -150,6 +155,7 @@ class Adversarial:
     std: float = 0.0
     judge: Judge | None = None
     kind: str = "generation"
+    progress_metric: ClassVar[str] = "g_loss"
 
     @classmethod
     def from_config(cls, cfg) -> "Adversarial":
@@ -192,9 +198,9 @@ class Adversarial:
         grads = jax.grad(lambda r: discriminator(r).sum())(real)
         return jnp.mean(jnp.sum(grads.reshape(real.shape[0] // discriminator.pack, -1) ** 2, axis=1))
 
-    def update(self, model, optimizers, x, step, key) -> dict[str, jax.Array]:
-        """One discriminator step on the real batch x (B, ...), and a generator step when
-        (step + 1) % n_critic == 0. Returns the step's metrics."""
+    def update(self, model, optimizers, x, y, step, key) -> dict[str, jax.Array]:
+        """One discriminator step on the real batch x (B, ...) (its labels y are not
+        used), and a generator step when (step + 1) % n_critic == 0. Returns the step's metrics."""
         batch = x.shape[0]
         d_key, gp_key, g_key = jax.random.split(key, 3)
         fake = jax.lax.stop_gradient(model.generator(jax.random.normal(d_key, (batch, self.latent))))
@@ -229,6 +235,19 @@ class Adversarial:
             g_loss, g_norm = nnx.cond((step + 1) % self.n_critic == 0, g_step, skip, model, optimizers)
         return {"loss": d_total, **d_metrics, "g_loss": g_loss,
                 "d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": g_norm}
+
+    def evaluated(self, model, cfg, run_dir: Path, record: dict) -> None:
+        """The samples of this evaluation drawn to samples/step_N.png (2,500 points over a
+        2-D mixture, 64 images), and its stability warnings added to the record."""
+        from dlcli.analysis import draw_samples
+
+        out = run_dir / "samples" / f"step_{record['step']:07d}.png"
+        out.parent.mkdir(exist_ok=True)
+        n = 2500 if self.centres is not None else 64
+        draw_samples(model, cfg, out, f"{cfg.name} ({run_dir.name}): {n} samples, step {record['step']}", n)
+        warnings = stability_warnings(read_metrics(run_dir), record)
+        if warnings:
+            record["warnings"] = warnings
 
     def eval_outputs(self, model, x, index):
         """One generated sample per example (B, ...), its latent a function of the example's index alone."""

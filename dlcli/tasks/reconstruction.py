@@ -19,16 +19,22 @@ value) and `psnr` (10 log10(1 / mse), the data range being 1) averaged over exam
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dlcli.analysis import psnr
 from dlcli.models.autoencoder import fixed_keys
+from dlcli.tasks import TASKS, Task
 
+
+@TASKS.register("reconstruction")
 @dataclasses.dataclass(frozen=True)
-class Reconstruction:
+class Reconstruction(Task):
     likelihood: str = "bernoulli"  # or "gaussian"
     variational: bool = False
     decoder_sigma: float = 0.1
@@ -38,14 +44,22 @@ class Reconstruction:
     sparsity_weight: float = 0.0
     sparsity_target: float = 0.05
     kind: str = "reconstruction"
+    progress_metric: ClassVar[str] = "mse"
 
     @classmethod
-    def from_model(cls, spec) -> "Reconstruction":
+    def from_config(cls, cfg) -> "Reconstruction":
+        spec = cfg.model
         return cls(likelihood=spec.likelihood, variational=spec.code_outputs == 2,
                    decoder_sigma=getattr(spec, "decoder_sigma", 0.1), beta=getattr(spec, "beta", 1.0),
                    kl_warmup_steps=getattr(spec, "kl_warmup_steps", 0), sparsity=getattr(spec, "sparsity", None),
                    sparsity_weight=getattr(spec, "sparsity_weight", 0.0),
                    sparsity_target=getattr(spec, "sparsity_target", 0.05))
+
+    def finished(self, model, cfg, splits, run_dir: Path, data_dir: Path) -> dict:
+        """The analyses the config asks for (codes, reconstructions, anomalies, PCA, probes, samples)."""
+        from dlcli.analysis import analyse
+
+        return analyse(cfg, splits, model, self, run_dir, data_dir)
 
     def targets(self, x, y):
         """What the loss compares the outputs with: the inputs themselves."""
@@ -117,11 +131,6 @@ class Reconstruction:
 def per_example_mse(logits: jax.Array, x: jax.Array) -> jax.Array:
     """(B,) mean squared error of the sigmoid reconstruction per value."""
     return ((jax.nn.sigmoid(logits) - x) ** 2).reshape(len(x), -1).mean(-1)
-
-
-def psnr(mse: jax.Array) -> jax.Array:
-    """Peak signal-to-noise ratio in dB for data in [0, 1] (mse floored at 1e-10)."""
-    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
 
 
 def bernoulli_kl(target: float, mean: jax.Array) -> jax.Array:

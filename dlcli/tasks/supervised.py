@@ -6,30 +6,28 @@ target step under teacher forcing, plus exact match of greedy decoding) and regr
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-
-class ForwardPass:
-    """Targets are the labels; evaluation reads the model's forward pass, as training does."""
-
-    def targets(self, x, y):
-        return y
-
-    def eval_outputs(self, model, x, index):
-        return model(x)
+from dlcli.tasks import TASKS, Task
 
 
+@TASKS.register("classification")
 @dataclasses.dataclass(frozen=True)
-class Classification(ForwardPass):
+class Classification(Task):
     """Logits (B, K) against integer labels (B,)."""
 
     n_classes: int
     label_smoothing: float = 0.0
     kind: str = "classification"
+
+    @classmethod
+    def from_config(cls, cfg) -> "Classification":
+        return cls(cfg.info.n_outputs, cfg.task.label_smoothing)
 
     def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         if self.label_smoothing == 0.0:
@@ -57,14 +55,19 @@ class Classification(ForwardPass):
         return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
 
 
+@TASKS.register("token_classification")
 @dataclasses.dataclass(frozen=True)
-class TokenClassification(ForwardPass):
+class TokenClassification(Task):
     """Logits (B, T, K) against labels (B, T); a label of -1 (padding) counts for nothing.
     The loss is the mean cross-entropy per labelled step, in nats; `bits_per_token`
     is the same in bits (bits per character for a character language model)."""
 
     n_classes: int
     kind: str = "token_classification"
+
+    @classmethod
+    def from_config(cls, cfg) -> "TokenClassification":
+        return cls(cfg.info.n_outputs)
 
     @staticmethod
     def _per_token(logits, labels):
@@ -90,6 +93,7 @@ class TokenClassification(ForwardPass):
         return {"loss": loss, "accuracy": float(sums["correct"]) / count, "bits_per_token": loss / float(np.log(2))}
 
 
+@TASKS.register("sequence_to_sequence")
 @dataclasses.dataclass(frozen=True)
 class SequenceToSequence(TokenClassification):
     """Trained as token classification of the target under teacher forcing; evaluated
@@ -112,11 +116,17 @@ class SequenceToSequence(TokenClassification):
         return {**super().finalize(sums), "exact_match": float(sums["exact"]) / max(float(sums["examples"]), 1.0)}
 
 
+@TASKS.register("regression")
 @dataclasses.dataclass(frozen=True)
-class Regression(ForwardPass):
+class Regression(Task):
     """Predictions (B, k) against targets (B, k)."""
 
     kind: str = "regression"
+    progress_metric: ClassVar[str] = "mae"
+
+    @classmethod
+    def from_config(cls, cfg) -> "Regression":
+        return cls()
 
     def loss(self, predictions, targets, step):
         error = predictions - targets

@@ -41,9 +41,14 @@ class Experiment:
         if split not in self._staged:
             x, y = self.splits.split(split)
             task = self.steps.task
-            first = task.first_index(split) if hasattr(task, "first_index") else 0
-            self._staged[split] = EvalBatches(x, task.targets(x, y), self.cfg.training.eval_batch_size, first)
+            self._staged[split] = EvalBatches(x, task.targets(x, y), self.cfg.training.eval_batch_size,
+                                              task.first_index(split))
         return self._staged[split]
+
+    def eval_model(self) -> nnx.Module:
+        """The model at the current state, in evaluation mode (for host-side measurements)."""
+        model, _ = nnx.merge(self.steps.eval_graphdef, self.steps.state)
+        return model
 
     def checkpoint_items(self) -> dict[str, dict]:
         """The model and the optimizer state as nested dicts of arrays: the array items of a checkpoint."""

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import nnx
 
 from dlcli.checkpoint import RunCheckpoints
 from dlcli.config import ExperimentConfig
@@ -93,7 +92,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
     start_time = time.perf_counter()
     eval_every = training.eval_every or exp.steps_per_epoch
     sampler = EpochSampler(num_examples(exp.splits.train[0]), training.batch_size, cfg.seed)
-    metric_name = {"regression": "mae", "reconstruction": "mse", "generation": "g_loss"}.get(cfg.task_kind, "accuracy")
+    metric_name = exp.steps.task.progress_metric
     # a resumed run that had already stopped early stays stopped
     stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
@@ -118,8 +117,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                     progress.update(step, _epoch(step, exp), float(metrics["loss"][-1]),
                                     _last_finite(metrics[metric_name]), samples_per_s)
             record = _period_record(exp, step, chunks, samples_per_s, time.perf_counter() - start_time)
-            if cfg.task_kind == "generation":
-                _watch_generator(exp, run_dir, record)
+            exp.steps.task.evaluated(exp.eval_model(), cfg, run_dir, record)
             log.write(record)
             if progress:
                 progress.log(_describe(record))
@@ -135,22 +133,6 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
     checkpoints.wait()
     return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time, data_dir)
-
-
-def _watch_generator(exp: Experiment, run_dir: Path, record: dict) -> None:
-    """A GAN's evaluation extras: its samples drawn to samples/step_N.png, and the
-    stability warnings of this evaluation added to the record."""
-    from dlcli.analysis import draw_samples
-    from dlcli.tasks.adversarial import stability_warnings
-
-    model, _ = nnx.merge(exp.steps.eval_graphdef, exp.steps.state)
-    out = run_dir / "samples" / f"step_{record['step']:07d}.png"
-    out.parent.mkdir(exist_ok=True)
-    n = 2500 if hasattr(exp.cfg.data, "centres") else 64
-    draw_samples(model, exp.cfg, out, f"{exp.cfg.name} ({run_dir.name}): {n} samples, step {record['step']}", n)
-    warnings = stability_warnings(read_metrics(run_dir), record)
-    if warnings:
-        record["warnings"] = warnings
 
 
 def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,
@@ -172,13 +154,8 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         if split == "test" and "confusion" in sums:
             confusion = np.asarray(sums["confusion"]).tolist()
     metrics.update({f"final/{k}": v for k, v in final_record.items() if k.startswith(("train/", "val/"))})
-    analysis = {}
-    if cfg.task_kind == "reconstruction":
-        from dlcli.analysis import analyse
-
-        model, _ = nnx.merge(exp.steps.eval_graphdef, exp.steps.state)
-        analysis = analyse(cfg, exp.splits, model, exp.steps.task, run_dir, data_dir)
-        metrics.update(analysis.pop("metrics"))
+    analysis = exp.steps.task.finished(exp.eval_model(), cfg, exp.splits, run_dir, data_dir)
+    metrics.update(analysis.pop("metrics", {}))
     summary = {
         "run_dir": str(run_dir), "name": cfg.name, "model": cfg.model.name, "dataset": cfg.data.name,
         "params": exp.params, "steps": step, "epochs": round(step / exp.steps_per_epoch, 3),

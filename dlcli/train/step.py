@@ -50,17 +50,7 @@ class CompiledSteps:
             dropout_key = jax.random.fold_in(key, step)
             x_batch, y_batch = jax.tree.map(lambda a: a[indices], x), y[indices]
 
-            if hasattr(self.task, "update"):  # a task that updates the model itself (a GAN's two players)
-                metrics = self.task.update(model, optimizer, x_batch, step, dropout_key)
-            else:
-                def loss_fn(model):
-                    # made inside the differentiated trace, as NNX requires; `noise` feeds corruption and latent samples
-                    rngs = nnx.Rngs(dropout=dropout_key, noise=jax.random.fold_in(dropout_key, 1))
-                    return self.task.loss(model(x_batch, rngs=rngs), y_batch, step)
-
-                (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-                optimizer.update(model, grads)
-                metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
+            metrics = self.task.update(model, optimizer, x_batch, y_batch, step, dropout_key)
             metrics = {**metrics, "lr": jnp.asarray(self.schedule(step))}
             return nnx.state((model, optimizer)), metrics
 
