@@ -10,7 +10,7 @@ needed for type annotations alone sit under `if TYPE_CHECKING:` and do not count
     train                            experiment builder, compiled steps, the loop, eval
     tasks                            what a batch means: loss, metrics, a GAN's two players, hooks
     analysis, generate               what a trained model measures and produces
-    runs                             a run folder: config, vocab, summary, checkpoints, restore
+    runs, optim                      a run folder (config, checkpoints, restore); optax optimizers
     config                           the typed experiment config, YAML, --set overrides
     specs                            model specs: pure config sections that build models
     models                           Flax NNX modules, one family per file

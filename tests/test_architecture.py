@@ -26,7 +26,7 @@ LAYERS = [
     {"models"},
     {"specs"},
     {"config"},
-    {"runs"},
+    {"runs", "optim"},
     {"analysis", "generate"},
     {"tasks"},
     {"train"},

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dlcli.optim import make_optimizer, make_schedule
 from dlcli.registry import Registry
 
 TASKS: Registry[type] = Registry("task")
@@ -34,7 +35,9 @@ class Task:
     noise per example); `eval_sums` returns sums over a padded evaluation batch (masked
     rows count for nothing) that `finalize` turns into the split's metrics on the host,
     so evaluating in batches of any size gives the same figures as one pass.
-    `progress_metric` is the training metric the progress bar shows. Two hooks run on
+    `optimizer` makes the optimizer and schedule, `prepared` the task ready for the data
+and referenced runs (a GAN's judge). `progress_metric` is the training metric the
+progress bar shows. Two hooks run on
     the host: `evaluated` after each evaluation (it may add "warnings" to the record),
     `finished` after the final test measurement (extra metrics and files).
     """
@@ -44,6 +47,16 @@ class Task:
     @classmethod
     def from_config(cls, cfg) -> "Task":
         raise NotImplementedError
+
+    def optimizer(self, cfg, model, total_steps: int):
+        """(the model's optimizer, the learning-rate schedule the step logs as `lr`)."""
+        schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, total_steps)
+        return nnx.Optimizer(model, make_optimizer(cfg.optimizer, schedule), wrt=nnx.Param), schedule
+
+    def prepared(self, splits, references: dict) -> "Task":
+        """The task made ready with what it measures against: the loaded splits and the
+        configs of the runs the experiment references ({field: ExperimentConfig})."""
+        return self
 
     def targets(self, x, y):
         return y

@@ -29,7 +29,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dlcli.models.gan import GANOptimizers
+from dlcli.optim import make_schedule
 from dlcli.runlog import read_metrics
+from dlcli.runs import RunDir
 from dlcli.tasks import TASKS, Task
 
 EVAL_LATENT_KEY = 20261125
@@ -153,6 +156,7 @@ class Adversarial(Task):
     r1: float = 0.0
     centres: tuple[tuple[float, ...], ...] | None = None  # the modes of a 2-D mixture
     std: float = 0.0
+    classifier_run: str | None = None  # the judge's run folder (images)
     judge: Judge | None = None
     kind: str = "generation"
     progress_metric: ClassVar[str] = "g_loss"
@@ -162,7 +166,20 @@ class Adversarial(Task):
         data = cfg.data
         centres = tuple(map(tuple, data.centres().tolist())) if hasattr(data, "centres") else None
         return cls(cfg.model.loss, cfg.model.penalty, cfg.model.n_critic, cfg.model.latent, cfg.model.r1_weight or 0.0,
-                   centres, getattr(data, "std", 0.0))
+                   centres, getattr(data, "std", 0.0), cfg.model.classifier_run)
+
+    def optimizer(self, cfg, model, total_steps: int):
+        """Adam per network (`GANOptimizers`); the logged `lr` is the generator's schedule."""
+        schedule = make_schedule(cfg.schedule, cfg.model.g_learning_rate, total_steps)
+        optimizers = GANOptimizers(model, cfg.model, lambda peak: make_schedule(cfg.schedule, peak, total_steps))
+        return optimizers, schedule
+
+    def prepared(self, splits, references: dict) -> "Adversarial":
+        """With `classifier_run`, the judge: that run's best model and reference statistics of `splits`."""
+        if "classifier_run" not in references:
+            return self
+        model, _ = RunDir(self.classifier_run).restore_model("best", references["classifier_run"])
+        return dataclasses.replace(self, judge=Judge.from_model(model, splits, len(splits.val[0])))
 
     def first_index(self, split: str) -> int:
         """Evaluation latents of `split` are keyed by example index + this offset."""

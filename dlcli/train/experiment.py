@@ -19,7 +19,6 @@ from dlcli.errors import BadInput
 from dlcli.models import count_params
 from dlcli.runs import RunDir, build_model
 from dlcli.tasks import make_task
-from dlcli.train.optim import make_optimizer, make_schedule
 from dlcli.train.step import CompiledSteps, EvalBatches
 
 
@@ -93,30 +92,13 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     if fresh and start is not None:
         folder, checkpoint = start
         model.load_pretrained(RunDir(folder).restore_model(checkpoint, references[cfg.model.pretrained_from])[0])
-    optimizer, schedule = build_optimizer(cfg, model, total)
     task = make_task(cfg)
-    if "classifier_run" in references:  # a GAN on images, measured by a trained classifier
-        from dlcli.tasks.adversarial import Judge
-
-        judge_model, _ = RunDir(cfg.model.classifier_run).restore_model("best", references["classifier_run"])
-        task = dataclasses.replace(task, judge=Judge.from_model(judge_model, splits, num_examples(splits.val[0])))
+    optimizer, schedule = task.optimizer(cfg, model, total)
+    task = task.prepared(splits, references)
     steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)
     x_train, y_train = (jax.device_put(a) for a in splits.train)
     y_train = task.targets(x_train, y_train)
     return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references)
-
-
-def build_optimizer(cfg: ExperimentConfig, model, total_steps: int):
-    """The optimizer of `model` and the learning-rate schedule over `total_steps`."""
-    if cfg.model.task_kind == "generation":  # a GAN: one optimizer per network; lr logs G's
-        from dlcli.models.gan import GANOptimizers
-
-        schedule = make_schedule(cfg.schedule, cfg.model.g_learning_rate, total_steps)
-        optimizer = GANOptimizers(model, cfg.model, lambda peak: make_schedule(cfg.schedule, peak, total_steps))
-    else:
-        schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, total_steps)
-        optimizer = nnx.Optimizer(model, make_optimizer(cfg.optimizer, schedule), wrt=nnx.Param)
-    return optimizer, schedule
 
 
 class EpochSampler:
