@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 from dlcli.batch import Job, JobResult, run_jobs
-from dlcli.config import ExperimentConfig, check_metric, config_from_dict, higher_is_better, load_config
+from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
 from dlcli.errors import BadInput
 from dlcli.schema import to_dict
 from dlcli.specs.cnn import ConvBlock
+from dlcli.specs.tasks import TASK_KINDS, higher_is_better
 from dlcli.stats import Summary, WelchTest, summarize, welch_t_test
 
 BUDGET_TOLERANCE = 0.02
@@ -172,9 +173,8 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
     kinds = {c.task_kind for c in configs}
     if len(kinds) > 1:
         raise BadInput(f"the configs mix task kinds ({', '.join(sorted(kinds))}); compare like with like")
-    if metric is None:  # accuracy for classifiers, a GAN's first metric (its data decides which), else the loss
-        first = "accuracy" if kinds == {"classification"} else configs[0].metric_names[0] if kinds == {"generation"} else "loss"
-        metric = f"test/{first}"
+    if metric is None:  # the kind's (accuracy for classifiers, a GAN's first metric: its data decides which)
+        metric = f"test/{TASK_KINDS.get(configs[0].task_kind).compare_metric or configs[0].metric_names[0]}"
     for cfg in configs:
         check_metric(metric, cfg, "--metric", tuple(extra_evals or ()))
     if tune_lr:

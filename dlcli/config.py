@@ -19,6 +19,7 @@ from dlcli.data import DATASETS, DatasetInfo, register_builtin_datasets
 from dlcli.errors import BadInput
 from dlcli.schema import bounded, choose, parse, section, to_dict
 from dlcli.specs import MODELS, register_builtin_models
+from dlcli.specs.tasks import TASK_KINDS, higher_is_better
 
 register_builtin_models()
 register_builtin_datasets()
@@ -160,13 +161,9 @@ class ExperimentConfig:
     def validate(self, path: str) -> None:
         info = self.data.info()
         model_kind = self.model.task_kind
-        if model_kind == "reconstruction" or (model_kind is not None and info.is_image):
-            self._check_pixels_and_analysis(info)
-        if model_kind != "reconstruction" and self.analysis != AnalysisConfig():
+        self.model.check_experiment(self)
+        if not self.model.analyses and self.analysis != AnalysisConfig():
             raise BadInput(f"the analysis section applies to autoencoder runs, not {self.model.name!r}; remove it")
-        if model_kind == "generation" and self.optimizer != OptimizerConfig():
-            raise BadInput(f"model {self.model.name!r} has an Adam optimizer per network (model.g_learning_rate, "
-                           "model.d_learning_rate, model.b1, model.b2); remove the optimizer section")
         if self.task.name is not None and model_kind is not None:
             raise BadInput(f"model {self.model.name!r} sets its own task ({model_kind}); remove task.name")
         if self.task.name is not None and self.task.name != info.kind:
@@ -182,30 +179,6 @@ class ExperimentConfig:
             raise BadInput(f"training.gradient_flow needs a recurrent model (rnn, lstm, gru), not {self.model.name!r}; "
                            "set training.gradient_flow: false")
 
-    def _check_pixels_and_analysis(self, info: DatasetInfo) -> None:
-        if getattr(self.data, "normalize", None) != "unit" and getattr(self.data, "binarize", None) is None:
-            raise BadInput(f"model {self.model.name!r} outputs values in [0, 1] but data {self.data.name!r} is "
-                           "standardised; set data.normalize: unit (or data.binarize: 0.5)")
-        classes = self.analysis.normal_classes
-        if classes is not None:
-            if info.kind != "classification":
-                raise BadInput(f"analysis.normal_classes needs a labelled image dataset; {self.data.name!r} is a "
-                               f"{info.kind} dataset")
-            outside = sorted(c for c in classes if c >= info.n_outputs)
-            if outside:
-                raise BadInput(f"analysis.normal_classes has {outside}, but {self.data.name!r} has classes "
-                               f"0..{info.n_outputs - 1}; pick classes in that range")
-            if not classes or len(set(classes)) == info.n_outputs:
-                which = "no class" if not classes else "every class"
-                raise BadInput(f"analysis.normal_classes names {which}, so no test image could be an anomaly; "
-                               f"name some but not all of the classes 0..{info.n_outputs - 1} (e.g. [0])")
-        if self.analysis.ood_dataset is not None:
-            other = DATASETS.get(self.analysis.ood_dataset)().info()
-            if tuple(other.input_shape) != tuple(info.input_shape):
-                raise BadInput(f"analysis.ood_dataset {self.analysis.ood_dataset!r} has inputs of shape "
-                               f"{other.input_shape}, the training data {info.input_shape}; pick a dataset of the "
-                               "same shape (mnist, fashion_mnist)")
-
     @property
     def info(self) -> DatasetInfo:
         return self.data.info()
@@ -218,12 +191,11 @@ class ExperimentConfig:
     def metric_names(self) -> tuple[str, ...]:
         """The metrics every evaluation of this run reports (without the split): its
         task's, and its model's own (a VAE's negative ELBO, ...)."""
-        return self.model.metrics_for(self.info, METRIC_NAMES[self.task_kind])
+        return self.model.metrics_for(self.info, TASK_KINDS.get(self.task_kind).metrics)
 
     @property
     def monitor(self) -> str:
-        default = {"classification": "val/accuracy", "sequence_to_sequence": "val/exact_match"}.get(self.task_kind)
-        return self.training.monitor or default or f"val/{self.metric_names[0]}"
+        return self.training.monitor or TASK_KINDS.get(self.task_kind).monitor or f"val/{self.metric_names[0]}"
 
     @property
     def monitor_mode(self) -> str:
@@ -291,18 +263,6 @@ def resolved_yaml(cfg: ExperimentConfig) -> str:
 def config_from_dict(raw: dict) -> ExperimentConfig:
     """Rebuild a config saved in a run folder or a checkpoint."""
     return parse(ExperimentConfig, copy.deepcopy(raw), "")
-
-
-METRIC_NAMES = {"classification": ("accuracy", "loss"), "regression": ("loss", "mae", "rmse"),
-                "token_classification": ("loss", "accuracy", "bits_per_token"),
-                "sequence_to_sequence": ("exact_match", "loss", "accuracy", "bits_per_token"),
-                "reconstruction": ("loss", "mse", "psnr"),
-                "generation": ()}  # a GAN's metrics depend on its data: GANConfig.metrics_for
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a metric improves upwards (accuracies, exact match, PSNR, AUROC) rather than downwards (losses, errors)."""
-    return metric.endswith(("accuracy", "exact_match", "psnr", "auroc", "modes", "high_quality", "classes", "confident"))
 
 
 def check_metric(metric: str, cfg: ExperimentConfig, option: str, extra_evals: tuple[str, ...] = ()) -> None:

@@ -139,3 +139,11 @@ def test_a_run_folder_of_the_earlier_checkpoint_layout_evaluates_and_resumes(tmp
     resumed = fit(RunDir(run).config(), run, data_dir=tmp_path, resume=True, show_progress=False)
     assert resumed["metrics"] == pytest.approx(saved["metrics"], rel=1e-6)
     assert sorted(p.name for p in (run / "checkpoints" / "4").iterdir() if p.is_dir()) == ["meta", "model", "optimizer"]
+
+
+def test_every_task_kind_has_one_registered_task():
+    from dlcli.specs.tasks import TASK_KINDS
+    from dlcli.tasks import TASKS, Task, adversarial, reconstruction, supervised  # noqa: F401  (registers them)
+
+    assert TASKS.names() == TASK_KINDS.names()
+    assert all(issubclass(task, Task) and task.kind == name for name, task in TASKS.items())

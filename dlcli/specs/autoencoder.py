@@ -16,11 +16,11 @@ import dataclasses
 import math
 from typing import ClassVar, Literal
 
-from dlcli.data import DatasetInfo
+from dlcli.data import DATASETS, DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
-from dlcli.specs.base import ModelSpec
+from dlcli.specs.base import ModelSpec, check_unit_pixels
 
 
 @dataclasses.dataclass
@@ -32,6 +32,7 @@ class AutoencoderSpec(ModelSpec):
     code_outputs: ClassVar[int] = 1  # encoder outputs per code unit (2 for a VAE: mean and log-variance)
     undercomplete: ClassVar[bool] = True  # whether a code as wide as the input defeats the model's purpose
     metrics: ClassVar[tuple[str, ...]] = ()
+    analyses: ClassVar[bool] = True
     name: str = "autoencoder"
     architecture: Literal["mlp", "conv"] = "mlp"
     hidden: list[int] = bounded([256], low=1)
@@ -43,6 +44,30 @@ class AutoencoderSpec(ModelSpec):
     def validate(self, path: str) -> None:
         if self.architecture == "conv" and not self.channels:
             raise BadInput(f"{path}.channels is empty; give at least one conv layer, or architecture: mlp")
+
+    def check_experiment(self, cfg) -> None:
+        """Inputs in [0, 1], and an analysis section that fits the data."""
+        check_unit_pixels(self, cfg.data)
+        info, analysis = cfg.info, cfg.analysis
+        classes = analysis.normal_classes
+        if classes is not None:
+            if info.kind != "classification":
+                raise BadInput(f"analysis.normal_classes needs a labelled image dataset; {cfg.data.name!r} is a "
+                               f"{info.kind} dataset")
+            outside = sorted(c for c in classes if c >= info.n_outputs)
+            if outside:
+                raise BadInput(f"analysis.normal_classes has {outside}, but {cfg.data.name!r} has classes "
+                               f"0..{info.n_outputs - 1}; pick classes in that range")
+            if not classes or len(set(classes)) == info.n_outputs:
+                which = "no class" if not classes else "every class"
+                raise BadInput(f"analysis.normal_classes names {which}, so no test image could be an anomaly; "
+                               f"name some but not all of the classes 0..{info.n_outputs - 1} (e.g. [0])")
+        if analysis.ood_dataset is not None:
+            other = DATASETS.get(analysis.ood_dataset)().info()
+            if tuple(other.input_shape) != tuple(info.input_shape):
+                raise BadInput(f"analysis.ood_dataset {analysis.ood_dataset!r} has inputs of shape "
+                               f"{other.input_shape}, the training data {info.input_shape}; pick a dataset of the "
+                               "same shape (mnist, fashion_mnist)")
 
     def check_input(self, info: DatasetInfo) -> None:
         if info.sequence:

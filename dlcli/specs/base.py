@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dlcli.errors import BadInput
+
 if TYPE_CHECKING:
     from dlcli.data import DatasetInfo
 
@@ -25,7 +27,8 @@ class ModelSpec:
     - `generative`: it draws samples (`dlcli sample --n`);
     - `pretrained_from`: the field naming a run folder whose trained weights the model
       starts from (its parameter count depends on that run), or None;
-    - `metrics`: metrics the model reports beside its task's.
+    - `metrics`: metrics the model reports beside its task's;
+    - `analyses`: it reads the config's analysis section (what a run measures after training).
     """
 
     summary: ClassVar[str]
@@ -35,6 +38,11 @@ class ModelSpec:
     generative: ClassVar[bool] = False
     pretrained_from: ClassVar[str | None] = None
     metrics: ClassVar[tuple[str, ...]] = ()
+    analyses: ClassVar[bool] = False
+
+    def check_experiment(self, cfg) -> None:
+        """`BadInput` for what the family needs across the config's sections (the scaling
+        of its data, its analysis section, its optimizers); `cfg` is the ExperimentConfig."""
 
     def check_input(self, info: DatasetInfo) -> None:
         """`BadInput` unless the model can take the dataset described by `info`."""
@@ -64,3 +72,10 @@ class ModelSpec:
     # from `rngs`; it imports `dlcli.models`). A `pretrained_from` spec's size depends on
     # the referenced run, so its two take that run's config as a third argument `runs`
     # ({field: ExperimentConfig}); `dlcli.runs.build_model` calls whichever applies.
+
+
+def check_unit_pixels(spec: ModelSpec, data) -> None:
+    """`BadInput` unless `data` scales its values to [0, 1], as a model that outputs them needs."""
+    if getattr(data, "normalize", None) != "unit" and getattr(data, "binarize", None) is None:
+        raise BadInput(f"model {spec.name!r} outputs values in [0, 1] but data {data.name!r} is "
+                       "standardised; set data.normalize: unit (or data.binarize: 0.5)")

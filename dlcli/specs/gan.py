@@ -26,7 +26,7 @@ from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS, dense_params
-from dlcli.specs.base import ModelSpec
+from dlcli.specs.base import ModelSpec, check_unit_pixels
 
 
 def _conv3x3_params(chain: list[int], factor: int = 1) -> int:
@@ -76,6 +76,14 @@ class GANConfig(ModelSpec):
     def penalty(self) -> float:
         """The gradient penalty's weight (0 without one)."""
         return (10.0 if self.gp_weight is None else self.gp_weight) if self.loss == "wgan_gp" else 0.0
+
+    def check_experiment(self, cfg) -> None:
+        """Images in [0, 1]; no optimizer section (each network has its own Adam)."""
+        if cfg.info.is_image:
+            check_unit_pixels(self, cfg.data)
+        if cfg.optimizer != type(cfg.optimizer)():
+            raise BadInput(f"model {self.name!r} has an Adam optimizer per network (model.g_learning_rate, "
+                           "model.d_learning_rate, model.b1, model.b2); remove the optimizer section")
 
     def check_input(self, info: DatasetInfo) -> None:
         if info.sequence:
