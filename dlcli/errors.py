@@ -8,6 +8,7 @@ the fix.
 
 import contextlib
 import os
+import sys
 
 _stderr_fd = 2  # where `report_line` writes; a private copy after `stderr_silenced_on_failure` failed
 
@@ -25,8 +26,13 @@ class TrainingFailure(DlcliError):
 
 
 def report_line(line: str) -> None:
-    """Write one line to the real standard error, even after a silenced failure."""
-    os.write(_stderr_fd, (line + "\n").encode())
+    """Write one line to standard error (`sys.stderr`, so an in-process caller can
+    capture it), or to the private copy of the real one after a silenced failure."""
+    if _stderr_fd == 2:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    else:
+        os.write(_stderr_fd, (line + "\n").encode())
 
 
 @contextlib.contextmanager

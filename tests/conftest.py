@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -52,6 +54,25 @@ def run_cli(*args: str, data_dir: Path | None = None, check: bool = False, **pop
     if check and result.returncode != 0:
         raise AssertionError(f"dlcli {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
+
+
+def invoke(*args: str, data_dir: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`dlcli ARGS` in this process (`dlcli.cli.run`, what the console script runs before
+    it exits), with the environment of `run_cli` and the repository as working folder;
+    stdout and stderr captured as text. For what needs no real process of its own."""
+    from dlcli.cli import run
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env or cli_env(data_dir))
+    try:
+        with contextlib.chdir(REPO), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = run(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["dlcli", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 def sets(*overrides: str) -> list[str]:

@@ -34,12 +34,40 @@ def reports_errors(command):
             return command(*args, **kwargs)
         except DlcliError as err:
             error(str(err))
-            _exit_now(err.exit_code)
+            raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             error("interrupted; rerun the same command with --resume (train) or as it was (compare, sweep) to continue")
-            _exit_now(130)
+            raise typer.Exit(130) from None
 
     return wrapper
+
+
+def run(args: list[str]) -> int:
+    """`dlcli ARGS` in this process, printing what the command line prints; returns the
+    exit code. Usage errors (an unknown option, a value of the wrong type) are one line
+    on stderr with exit code 2, like every other bad input."""
+    from dlcli.cli import catalog, compare, embed, evaluate, sample, sweep, train  # noqa: F401  (registers the commands)
+    from dlcli.console import error
+
+    try:
+        code = app(args=list(args), prog_name="dlcli", standalone_mode=False)
+    except typer.TyperException as err:
+        message = " ".join(err.format_message().split())
+        if message:  # empty when the help was shown instead (no command given)
+            context = getattr(err, "ctx", None)
+            error(message + (f"; see {context.command_path} --help" if context is not None else ""))
+        return err.exit_code
+    except typer.Abort:
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Entry point of the `dlcli` command."""
+    code = run(sys.argv[1:])
+    if code:
+        _exit_now(code)
+    sys.exit(0)
 
 
 def _exit_now(code: int) -> None:
@@ -49,22 +77,3 @@ def _exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def main() -> None:
-    """Entry point: usage errors (an unknown option, a value of the wrong type) are one
-    line on stderr with exit code 2, like every other bad input."""
-    from dlcli.cli import catalog, compare, embed, evaluate, sample, sweep, train  # noqa: F401  (registers the commands)
-    from dlcli.console import error
-
-    try:
-        code = app(prog_name="dlcli", standalone_mode=False)
-    except typer.TyperException as err:
-        message = " ".join(err.format_message().split())
-        if message:  # empty when the help was shown instead (no command given)
-            context = getattr(err, "ctx", None)
-            error(message + (f"; see {context.command_path} --help" if context is not None else ""))
-        sys.exit(err.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
