@@ -56,7 +56,8 @@ def run_cli(*args: str, data_dir: Path | None = None, check: bool = False, **pop
     return result
 
 
-def invoke(*args: str, data_dir: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def invoke(*args: str, data_dir: Path | None = None, env: dict | None = None,
+           check: bool = False) -> subprocess.CompletedProcess:
     """`dlcli ARGS` in this process (`dlcli.cli.run`, what the console script runs before
     it exits), with the environment of `run_cli` and the repository as working folder;
     stdout and stderr captured as text. For what needs no real process of its own."""
@@ -72,6 +73,8 @@ def invoke(*args: str, data_dir: Path | None = None, env: dict | None = None) ->
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    if check and code != 0:
+        raise AssertionError(f"dlcli {' '.join(args)} exited {code}:\n{stderr.getvalue()}")
     return subprocess.CompletedProcess(["dlcli", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
@@ -81,9 +84,8 @@ def sets(*overrides: str) -> list[str]:
 
 
 def train_json(*args: str, data_dir: Path | None = None) -> dict:
-    """Run `dlcli train ... --json` and parse its one JSON object."""
-    result = run_cli("train", *args, "--json", data_dir=data_dir, check=True)
-    return json.loads(result.stdout)
+    """Run `dlcli train ... --json` (in this process) and parse its one JSON object."""
+    return json.loads(invoke("train", *args, "--json", data_dir=data_dir, check=True).stdout)
 
 
 def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
+from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, invoke, sets, train_json
 
 from dlcli.analysis import embed_run, sample_image_grid
 from dlcli.config import load_config
@@ -133,7 +133,7 @@ def test_vae_run_reports_its_bound_pca_and_probes(vae_run):
 def test_embed_exports_codes_labels_and_a_scatter(vae_run, tmp_path):
     run, summary = vae_run
     out = tmp_path / "codes.npz"
-    result = json.loads(run_cli("embed", str(run), "--out", str(out), "--json", check=True).stdout)
+    result = json.loads(invoke("embed", str(run), "--out", str(out), "--json", check=True).stdout)
     saved = np.load(out)
     cfg = load_config(None, [*DIGITS])
     np.testing.assert_array_equal(saved["labels"], cfg.data.load(SHARED_DATA).test[1])
@@ -147,7 +147,7 @@ def test_embed_exports_codes_labels_and_a_scatter(vae_run, tmp_path):
 def test_vae_samples_a_grid_from_its_prior(vae_run, tmp_path):
     run, _ = vae_run
     out = tmp_path / "grid.png"
-    printed = run_cli("sample", str(run), "--n", "9", "--out", str(out), check=True).stdout
+    printed = invoke("sample", str(run), "--n", "9", "--out", str(out), check=True).stdout
     assert "9 samples" in printed and out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(BadInput, match="--n must be between 1 and 10000"):
         sample_image_grid(run, n=0, out=tmp_path / "none.png")

@@ -8,7 +8,7 @@ from dlcli.config import load_config
 from dlcli.train.evaluate import evaluate_run
 from dlcli.train.loop import fit
 
-from conftest import SHARED_DATA, run_cli, sets
+from conftest import SHARED_DATA, invoke, sets
 
 
 def _steps(run_dir) -> set[int]:
@@ -29,13 +29,13 @@ def test_keeps_last_k_and_the_best(tmp_path):
 def test_crash_during_save_leaves_a_readable_checkpoint_and_resume_works(tmp_path):
     run_dir = tmp_path / "run"
     args = ("train", "--run-dir", str(run_dir), *sets("training.steps=8", "training.eval_every=4"), "--json")
-    run_cli(*args, check=True)
+    invoke(*args, check=True)
     # What a process killed in the middle of saving step 12 leaves: Orbax's unfinished temporary folder.
     partial = run_dir / "checkpoints" / "12.orbax-checkpoint-tmp-1732000000"
     (partial / "model").mkdir(parents=True)
     (partial / "model" / "d").write_bytes(b"\x00garbage")
     latest = evaluate_run(run_dir, checkpoint="latest", split="val", data_dir=SHARED_DATA)
     assert latest["checkpoint"] == 8
-    resumed = run_cli(*args, "--resume", check=True)
+    resumed = invoke(*args, "--resume", check=True)
     assert json.loads(resumed.stdout)["steps"] == 8
     assert not partial.exists()  # cleaned up by the resumed run

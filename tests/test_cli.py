@@ -1,5 +1,6 @@
-"""The CLI end to end in real subprocesses: train, eval, --json, config precedence,
-listing commands, and resuming after a real SIGKILL."""
+"""The CLI: train, eval, --json, config precedence and the listing commands run in
+this process (`invoke`); the console script and `python -m dlcli`, and resuming after a
+real SIGKILL, in real processes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, cli_env, run_cli, sets, train_json
+from conftest import REPO, cli_env, invoke, run_cli, sets, train_json
 
 from dlcli.checkpoint import RunCheckpoints
 from dlcli.config import DATASETS, load_config
@@ -37,15 +38,15 @@ def test_train_then_eval_json(tmp_path):
     assert scalars[("train/loss", 10)] == pytest.approx(records[0]["train/loss"])
     assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr", "grad_norm", "samples_per_s"} <= set(records[0])
 
-    evaluated = json.loads(run_cli("eval", str(tmp_path / "run"), "--json", check=True).stdout)
+    evaluated = json.loads(invoke("eval", str(tmp_path / "run"), "--json", check=True).stdout)
     assert evaluated["checkpoint"] == summary["best_step"]
     assert evaluated["metrics"]["test/accuracy"] == summary["metrics"]["test/accuracy"]
-    table = run_cli("eval", str(tmp_path / "run"), "--split", "val", check=True).stdout
+    table = invoke("eval", str(tmp_path / "run"), "--split", "val", check=True).stdout
     assert "val/accuracy" in table and "confusion matrix" in table
 
 
 def test_train_prints_summary_table_and_progress(tmp_path):
-    result = run_cli("train", "--run-dir", str(tmp_path / "run"), *sets("training.steps=6", "training.eval_every=3"), check=True)
+    result = invoke("train", "--run-dir", str(tmp_path / "run"), *sets("training.steps=6", "training.eval_every=3"), check=True)
     assert "run summary: mlp_digits" in result.stdout and "test/accuracy" in result.stdout
     assert "compile time" in result.stdout and "parameters" in result.stdout
     assert "step 6/6" in result.stderr and "val/accuracy" in result.stderr
@@ -54,19 +55,19 @@ def test_train_prints_summary_table_and_progress(tmp_path):
 def test_config_show_precedence(tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text(yaml.safe_dump({"training": {"epochs": 3, "batch_size": 64}, "model": {"width": 32}}))
-    shown = yaml.safe_load(run_cli("config", "show", str(config), *sets("training.epochs=9"), check=True).stdout)
+    shown = yaml.safe_load(invoke("config", "show", str(config), *sets("training.epochs=9"), check=True).stdout)
     assert shown["training"]["epochs"] == 9  # --set beats the file
     assert shown["training"]["batch_size"] == 64  # the file beats the defaults
     assert shown["training"]["eval_batch_size"] == load_config(None).training.eval_batch_size  # defaults fill the rest
     assert shown["name"] == "exp" and shown["model"]["width"] == 32
-    as_json = json.loads(run_cli("config", "show", str(config), *sets("training.epochs=9"), "--json", check=True).stdout)
+    as_json = json.loads(invoke("config", "show", str(config), *sets("training.epochs=9"), "--json", check=True).stdout)
     assert as_json == shown
 
 
 def test_listing_commands():
-    models = run_cli("models", check=True).stdout
+    models = invoke("models", check=True).stdout
     assert "mlp" in models and "cnn" in models
-    listed = {m["name"]: m["params"] for m in json.loads(run_cli("models", "--json", check=True).stdout)}
+    listed = {m["name"]: m["params"] for m in json.loads(invoke("models", "--json", check=True).stdout)}
     mnist = load_config(None, ["data.name=mnist"]).info
     adding = DATASETS.get("adding")().info()
     assert listed == {"mlp": load_config(None).model.param_count(mnist),
@@ -84,14 +85,14 @@ def test_listing_commands():
                       "encoder_classifier": None,  # its size is that of the autoencoder run it starts from
                       "gan": load_config(None, ["model.name=gan", "data.name=ring8"]).model.param_count(
                           DATASETS.get("ring8")().info())}
-    datasets = {d["name"]: d for d in json.loads(run_cli("datasets", "--json", check=True).stdout)}
+    datasets = {d["name"]: d for d in json.loads(invoke("datasets", "--json", check=True).stdout)}
     assert set(datasets) == set(DATASETS.names()) >= {"digits", "mnist", "fashion_mnist", "moons", "spirals",
                                                        "regression1d", "sawtooth", "parity", "adding", "copy_memory",
                                                        "forecast", "varlen_parity", "text", "associative_recall",
                                                        "reverse", "sort", "addition"}
     assert datasets["mnist"]["input_shape"] == [28, 28, 1] and datasets["regression1d"]["task"] == "regression"
-    assert "fashion_mnist" in run_cli("datasets", check=True).stdout
-    assert "train" in run_cli("--help", check=True).stdout
+    assert "fashion_mnist" in invoke("datasets", check=True).stdout
+    assert "train" in invoke("--help", check=True).stdout
 
 
 def test_python_dash_m_and_console_script_agree():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, run_cli, sets, train_json
+from conftest import SHARED_DATA, invoke, sets, train_json
 
 from dlcli.config import DATASETS, load_config
 from dlcli.generate import sample_run
@@ -235,7 +235,7 @@ def test_charlm_trains_evals_and_samples_through_the_cli(small_text, tmp_path):
     assert metrics["val/loss"] < math.log(len(json.loads((run / "vocab.json").read_text())["vocab"]))  # beats uniform
     assert metrics["val/bits_per_token"] == pytest.approx(metrics["val/loss"] / math.log(2))
 
-    evaluated = json.loads(run_cli("eval", str(run), "--split", "val", "--json", check=True).stdout)
+    evaluated = json.loads(invoke("eval", str(run), "--split", "val", "--json", check=True).stdout)
     assert evaluated["metrics"]["val/loss"] == metrics["val/loss"]
 
     def sample(**options):
@@ -247,10 +247,10 @@ def test_charlm_trains_evals_and_samples_through_the_cli(small_text, tmp_path):
     greedy = sample(temperature=0.0)
     assert greedy == sample(temperature=0.0, seed=9)  # greedy ignores the seed
     assert sample(top_k=1, seed=5) == greedy  # top-1 is greedy
-    as_json = json.loads(run_cli("sample", str(run), "--prompt", "First", "--length", "80", "--seed", "3", "--json",
+    as_json = json.loads(invoke("sample", str(run), "--prompt", "First", "--length", "80", "--seed", "3", "--json",
                                  check=True).stdout)
     assert as_json["text"] == first and as_json["checkpoint"] == summary["best_step"]
-    plain = run_cli("sample", str(run), "--prompt", "First", "--length", "10", check=True).stdout
+    plain = invoke("sample", str(run), "--prompt", "First", "--length", "10", check=True).stdout
     assert plain.startswith("First") and len(plain.rstrip("\n")) == 15
 
 

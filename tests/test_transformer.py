@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, run_cli, sets, train_json
+from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, invoke, sets, train_json
 
 from dlcli.config import load_config
 from dlcli.data.seq2seq import END
@@ -111,9 +111,9 @@ def test_transformer_language_model_through_the_cli(tmp_path):
         "training.eval_every=30", "training.batch_size=16", "optimizer.learning_rate=0.003"))
     assert summary["model"] == "transformer_decoder"
     assert summary["metrics"]["val/loss"] < np.log(len(json.loads((run / "vocab.json").read_text())["vocab"]))
-    sampled = json.loads(run_cli("sample", str(run), "--prompt", "First", "--length", "27", "--json", check=True).stdout)
+    sampled = json.loads(invoke("sample", str(run), "--prompt", "First", "--length", "27", "--json", check=True).stdout)
     assert len(sampled["text"]) == 27
-    too_long = run_cli("sample", str(run), "--prompt", "First", "--length", "28")
+    too_long = invoke("sample", str(run), "--prompt", "First", "--length", "28")
     assert too_long.returncode == 2 and "exceed the model's context of 32 positions" in too_long.stderr
 
 
@@ -237,13 +237,13 @@ def test_seq2seq_learns_to_reverse_and_answers_through_the_cli(tmp_path):
         "training.steps=480", "training.eval_every=160", "training.batch_size=64", "optimizer.learning_rate=0.003"))
     assert summary["metrics"]["test/exact_match"] > 0.9
     assert summary["metrics"]["test/exact_match"] <= summary["metrics"]["test/accuracy"]
-    evaluated = json.loads(run_cli("eval", str(run), "--json", check=True).stdout)
+    evaluated = json.loads(invoke("eval", str(run), "--json", check=True).stdout)
     assert evaluated["metrics"]["test/exact_match"] == summary["metrics"]["test/exact_match"]
     answers = {prompt: sample_run(run, prompt=prompt)["text"] for prompt in ("abcd", "dcab", "aabbcc")}
     assert sum(answer == prompt[::-1] for prompt, answer in answers.items()) >= 2
-    printed = run_cli("sample", str(run), "--prompt", "abcd", check=True).stdout
+    printed = invoke("sample", str(run), "--prompt", "abcd", check=True).stdout
     assert printed == answers["abcd"] + "\n"
-    refused = run_cli("sample", str(run), "--prompt", "abcz")
+    refused = invoke("sample", str(run), "--prompt", "abcz")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "'z' is not in the reverse alphabet" in refused.stderr
     with pytest.raises(BadInput, match="--temperature do not apply to transformer_seq2seq"):
         sample_run(run, prompt="abcd", temperature=0.5)
