@@ -22,7 +22,8 @@ from dlcli.config import load_config, read_run_config
 from dlcli.errors import BadInput
 from dlcli.generate import restore_model
 from dlcli.models import count_params
-from dlcli.models.autoencoder import corrupt, depth_to_space
+from dlcli.models.autoencoder import corrupt
+from dlcli.models.layers import depth_to_space
 from dlcli.tasks.reconstruction import Reconstruction, bernoulli_kl
 from dlcli.train.evaluate import evaluate_run
 from dlcli.train.loop import fit
