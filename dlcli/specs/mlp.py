@@ -9,7 +9,8 @@ from typing import ClassVar, Literal
 from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
-from dlcli.specs import MODELS, dense_params
+from dlcli.specs import MODELS
+from dlcli.specs.layers import dense_params, norm_params
 
 
 @MODELS.register("mlp")
@@ -37,8 +38,7 @@ class MLPConfig:
 
     def param_count(self, info: DatasetInfo) -> int:
         hidden = self.hidden_widths()
-        norm = 2 * sum(hidden) if self.norm != "none" else 0
-        return dense_params([math.prod(info.input_shape), *hidden, info.n_outputs]) + norm
+        return dense_params([math.prod(info.input_shape), *hidden, info.n_outputs]) + norm_params(hidden, self.norm)
 
     def build(self, info: DatasetInfo, rngs):
         from dlcli.models.mlp import MLP
