@@ -22,7 +22,8 @@ from dlcli.analysis import embed_run, sample_image_grid
 from dlcli.config import load_config
 from dlcli.errors import BadInput
 from dlcli.models import count_params
-from dlcli.models.autoencoder import corrupt, depth_to_space
+from dlcli.models.autoencoder import corrupt
+from dlcli.models.layers import depth_to_space
 from dlcli.runs import RunDir, param_count
 from dlcli.tasks.reconstruction import Reconstruction, bernoulli_kl
 from dlcli.train.evaluate import evaluate_run

@@ -11,7 +11,8 @@ from flax import nnx
 
 from dlcli.config import DATASETS, MODELS, load_config
 from dlcli.models import count_params
-from dlcli.models.cnn import im2col_conv, window_pool
+from dlcli.models.cnn import window_pool
+from dlcli.models.layers import im2col_conv
 
 CASES = [
     ("mlp", "digits", []),

@@ -1,11 +1,11 @@
-"""Flax NNX modules, one architecture family per file; built from `dlcli.specs`."""
+"""Flax NNX modules, one architecture family per file; built from `dlcli.specs`. The
+layers the families share (dense stacks, convolutions, sub-pixel upsampling, the
+normalisation choice, activations) live in `dlcli.models.layers`."""
 
 import jax
 from flax import nnx
 
-ACTIVATIONS = {
-    "relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jax.numpy.tanh, "sigmoid": jax.nn.sigmoid,
-}
+from dlcli.models.layers import ACTIVATIONS  # noqa: F401  (kept importable from here)
 
 
 def count_params(module: nnx.Module) -> int:

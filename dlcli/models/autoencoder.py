@@ -20,8 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dlcli.data import DatasetInfo
-from dlcli.models import ACTIVATIONS
-from dlcli.models.cnn import im2col_conv
+from dlcli.models.layers import ACTIVATIONS, DenseStack, conv3x3_chain, dense, sub_pixel_chain, upsample
 
 CODE_ACTIVATIONS = {"linear": lambda h: h, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
@@ -41,24 +40,17 @@ def example_keys(batch: int, rngs: nnx.Rngs | None) -> jax.Array:
     return jax.random.split(rngs.noise(), batch)
 
 
-def _conv(c_in: int, c_out: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
-    return nnx.Conv(c_in, c_out, (3, 3), strides=stride, padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs)
-
-
 class MLPEncoder(nnx.Module):
     """x (B, *input_shape) -> flattened -> dense `hidden` layers -> (B, out)."""
 
     def __init__(self, cfg, info: DatasetInfo, out: int, *, rngs: nnx.Rngs):
         sizes = [math.prod(info.input_shape), *cfg.hidden]
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.out = nnx.Linear(sizes[-1], out, rngs=rngs)
+        self.layers = DenseStack(sizes, rngs=rngs)
+        self.out = dense(sizes[-1], out, rngs=rngs)
         self.activation = ACTIVATIONS[cfg.activation]
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x.reshape(x.shape[0], -1)
-        for layer in self.layers:
-            h = self.activation(layer(h))
-        return self.out(h)
+        return self.out(self.layers(x.reshape(x.shape[0], -1), self.activation))
 
 
 class MLPDecoder(nnx.Module):
@@ -66,16 +58,13 @@ class MLPDecoder(nnx.Module):
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         sizes = [cfg.code, *reversed(cfg.hidden)]
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.out = nnx.Linear(sizes[-1], math.prod(info.input_shape), rngs=rngs)
+        self.layers = DenseStack(sizes, rngs=rngs)
+        self.out = dense(sizes[-1], math.prod(info.input_shape), rngs=rngs)
         self.activation = ACTIVATIONS[cfg.activation]
         self.shape = tuple(info.input_shape)
 
     def __call__(self, code: jax.Array) -> jax.Array:
-        h = code
-        for layer in self.layers:
-            h = self.activation(layer(h))
-        return self.out(h).reshape(code.shape[0], *self.shape)
+        return self.out(self.layers(code, self.activation)).reshape(code.shape[0], *self.shape)
 
 
 class ConvEncoder(nnx.Module):
@@ -83,15 +72,14 @@ class ConvEncoder(nnx.Module):
     -> flattened -> dense -> (B, out)."""
 
     def __init__(self, cfg, info: DatasetInfo, out: int, *, rngs: nnx.Rngs):
-        chain = [info.input_shape[2], *cfg.channels]
-        self.convs = nnx.List([_conv(a, b, 2, rngs) for a, b in zip(chain[:-1], chain[1:])])
-        self.out = nnx.Linear(math.prod(cfg.feature_shape(info)), out, rngs=rngs)
+        self.convs = conv3x3_chain([info.input_shape[2], *cfg.channels], 2, rngs=rngs)
+        self.out = dense(math.prod(cfg.feature_shape(info)), out, rngs=rngs)
         self.activation = ACTIVATIONS[cfg.activation]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x
-        for conv in self.convs:
-            h = self.activation(conv(h))
+        for layer in self.convs:
+            h = self.activation(layer(h))
         return self.out(h.reshape(h.shape[0], -1))
 
 
@@ -104,25 +92,17 @@ class ConvDecoder(nnx.Module):
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         self.feature_shape = cfg.feature_shape(info)
-        self.project = nnx.Linear(cfg.code, math.prod(self.feature_shape), rngs=rngs)
-        chain = [*reversed(cfg.channels), info.input_shape[2]]
-        self.convs = nnx.List([_conv(a, 4 * b, 1, rngs) for a, b in zip(chain[:-1], chain[1:])])
+        self.project = dense(cfg.code, math.prod(self.feature_shape), rngs=rngs)
+        self.convs = sub_pixel_chain([*reversed(cfg.channels), info.input_shape[2]], rngs=rngs)
         self.activation = ACTIVATIONS[cfg.activation]
 
     def __call__(self, code: jax.Array) -> jax.Array:
         h = self.activation(self.project(code)).reshape(code.shape[0], *self.feature_shape)
-        for i, conv in enumerate(self.convs):
-            h = depth_to_space(conv(h))
+        for i, layer in enumerate(self.convs):
+            h = upsample(layer, h)
             if i < len(self.convs) - 1:
                 h = self.activation(h)
         return h
-
-
-def depth_to_space(x: jax.Array) -> jax.Array:
-    """(B, H, W, 4C) -> (B, 2H, 2W, C): channel group 2a+b of each pixel goes to offset (a, b) of its 2x2 block."""
-    batch, height, width, channels = x.shape
-    x = x.reshape(batch, height, width, 2, 2, channels // 4)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, channels // 4)
 
 
 def make_encoder(cfg, info: DatasetInfo, out: int, rngs: nnx.Rngs) -> nnx.Module:
@@ -226,8 +206,8 @@ class EncoderClassifier(nnx.Module):
         self.code_activation = getattr(source, "code_activation", CODE_ACTIVATIONS["linear"])
         self.code = source_cfg.model.code
         sizes = [self.code, *cfg.dense]
-        self.dense = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.out = nnx.Linear(sizes[-1], info.n_outputs, rngs=rngs)
+        self.dense = DenseStack(sizes, rngs=rngs)
+        self.out = dense(sizes[-1], info.n_outputs, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.dropout)
         self.activation = ACTIVATIONS[source_cfg.model.activation]
         self.freeze = cfg.freeze
@@ -240,6 +220,4 @@ class EncoderClassifier(nnx.Module):
         h = self.code_activation(self.encoder(x)[:, : self.code])  # a VAE's encoder: the mean half
         if self.freeze:
             h = jax.lax.stop_gradient(h)
-        for layer in self.dense:
-            h = self.dropout(self.activation(layer(h)), rngs=rngs)
-        return self.out(h)
+        return self.out(self.dense(h, self.activation, dropout=self.dropout, rngs=rngs))

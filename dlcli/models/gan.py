@@ -24,29 +24,13 @@ import optax
 from flax import nnx
 
 from dlcli.data import DatasetInfo
-from dlcli.models.autoencoder import depth_to_space
-from dlcli.models.cnn import im2col_conv
+from dlcli.models.layers import (DenseStack, conv3x3, conv3x3_chain, dense, maybe_norm, norm_layer, norm_layers,
+                                 sub_pixel_chain, upsample)
 
 
-def _uniform(bound: float):
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
-def _init(init: str, fan_in: int) -> dict:
-    return {"kernel_init": _uniform(fan_in**-0.5), "bias_init": _uniform(fan_in**-0.5)} if init == "fan_in_uniform" else {}
-
-
-def dense(a: int, b: int, init: str, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(a, b, rngs=rngs, **_init(init, a))
-
-
-def conv3x3(c_in: int, c_out: int, stride: int, init: str, rngs: nnx.Rngs) -> nnx.Conv:
-    return nnx.Conv(c_in, c_out, (3, 3), strides=stride, padding="SAME", conv_general_dilated=im2col_conv,
-                    rngs=rngs, **_init(init, 9 * c_in))
-
-
-def norm_layer(kind: str, features: int, rngs: nnx.Rngs) -> nnx.Module | None:
-    return {"batch": nnx.BatchNorm, "layer": nnx.LayerNorm}[kind](features, rngs=rngs) if kind != "none" else None
+def leaky_relu(h: jax.Array) -> jax.Array:
+    """The discriminators' activation: leaky ReLU with slope 0.2."""
+    return jax.nn.leaky_relu(h, 0.2)
 
 
 class MLPGenerator(nnx.Module):
@@ -54,19 +38,14 @@ class MLPGenerator(nnx.Module):
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         sizes = [cfg.latent, *cfg.generator]
-        self.layers = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.norms = nnx.List([norm_layer(cfg.norm, b, rngs) for b in cfg.generator] if cfg.norm != "none" else [])
-        self.out = dense(sizes[-1], math.prod(info.input_shape), cfg.init, rngs)
+        self.layers = DenseStack(sizes, init=cfg.init, rngs=rngs)
+        self.norms = norm_layers(cfg.norm, cfg.generator, rngs)
+        self.out = dense(sizes[-1], math.prod(info.input_shape), init=cfg.init, rngs=rngs)
         self.shape = tuple(info.input_shape)
         self.images = info.is_image
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        h = z
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if self.norms:
-                h = self.norms[i](h)
-            h = jax.nn.relu(h)
+        h = self.layers(z, jax.nn.relu, norms=self.norms)
         x = self.out(h).reshape(z.shape[0], *self.shape)
         return jax.nn.sigmoid(x) if self.images else x
 
@@ -77,14 +56,12 @@ class MLPDiscriminator(nnx.Module):
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         sizes = [cfg.pack * math.prod(info.input_shape), *cfg.discriminator]
-        self.layers = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.out = dense(sizes[-1], 1, cfg.init, rngs)
+        self.layers = DenseStack(sizes, init=cfg.init, rngs=rngs)
+        self.out = dense(sizes[-1], 1, init=cfg.init, rngs=rngs)
         self.pack = cfg.pack
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x.reshape(x.shape[0] // self.pack, -1)
-        for layer in self.layers:
-            h = jax.nn.leaky_relu(layer(h), 0.2)
+        h = self.layers(x.reshape(x.shape[0] // self.pack, -1), leaky_relu)
         return self.out(h)[:, 0]
 
 
@@ -97,24 +74,21 @@ class ConvGenerator(nnx.Module):
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
         self.start = cfg.generator_start(info)
         sizes = [cfg.latent, *cfg.g_dense]
-        self.hidden = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.hidden_norms = nnx.List([norm_layer(cfg.norm, b, rngs) for b in cfg.g_dense] if cfg.norm != "none" else [])
-        self.project = dense(sizes[-1], math.prod(self.start), cfg.init, rngs)
+        self.hidden = DenseStack(sizes, init=cfg.init, rngs=rngs)
+        self.hidden_norms = norm_layers(cfg.norm, cfg.g_dense, rngs)
+        self.project = dense(sizes[-1], math.prod(self.start), init=cfg.init, rngs=rngs)
         self.project_norm = norm_layer(cfg.norm, cfg.g_channels[0], rngs)
         chain = cfg.g_channels
-        self.ups = nnx.List([conv3x3(a, 4 * b, 1, cfg.init, rngs) for a, b in zip(chain[:-1], chain[1:])])
-        self.norms = nnx.List([norm_layer(cfg.norm, b, rngs) for b in chain[1:]] if cfg.norm != "none" else [])
-        self.out = conv3x3(chain[-1], info.input_shape[2], 1, cfg.init, rngs)
+        self.ups = sub_pixel_chain(chain, init=cfg.init, rngs=rngs)
+        self.norms = norm_layers(cfg.norm, chain[1:], rngs)
+        self.out = conv3x3(chain[-1], info.input_shape[2], 1, init=cfg.init, rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        h = z
-        for i, layer in enumerate(self.hidden):
-            h = layer(h)
-            h = jax.nn.relu(self.hidden_norms[i](h) if self.hidden_norms else h)
+        h = self.hidden(z, jax.nn.relu, norms=self.hidden_norms)
         h = self.project(h).reshape(z.shape[0], *self.start)
-        h = jax.nn.relu(self.project_norm(h) if self.project_norm is not None else h)
+        h = jax.nn.relu(maybe_norm(self.project_norm, h))
         for i, up in enumerate(self.ups):
-            h = depth_to_space(up(h))
+            h = upsample(up, h)
             h = jax.nn.relu(self.norms[i](h) if self.norms else h)
         return jax.nn.sigmoid(self.out(h))
 
@@ -125,11 +99,10 @@ class ConvDiscriminator(nnx.Module):
     (leaky ReLU 0.2) -> dense -> (B / pack,)."""
 
     def __init__(self, cfg, info: DatasetInfo, *, rngs: nnx.Rngs):
-        chain = [cfg.pack * info.input_shape[2], *cfg.d_channels]
-        self.convs = nnx.List([conv3x3(a, b, 2, cfg.init, rngs) for a, b in zip(chain[:-1], chain[1:])])
+        self.convs = conv3x3_chain([cfg.pack * info.input_shape[2], *cfg.d_channels], 2, init=cfg.init, rngs=rngs)
         sizes = [cfg.discriminator_features(info), *cfg.d_dense]
-        self.hidden = nnx.List([dense(a, b, cfg.init, rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.out = dense(sizes[-1], 1, cfg.init, rngs)
+        self.hidden = DenseStack(sizes, init=cfg.init, rngs=rngs)
+        self.out = dense(sizes[-1], 1, init=cfg.init, rngs=rngs)
         self.pack = cfg.pack
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -137,10 +110,8 @@ class ConvDiscriminator(nnx.Module):
         h = x.reshape(batch // self.pack, self.pack, height, width, channels).transpose(0, 2, 3, 1, 4)
         h = h.reshape(batch // self.pack, height, width, self.pack * channels)
         for conv in self.convs:
-            h = jax.nn.leaky_relu(conv(h), 0.2)
-        h = h.reshape(h.shape[0], -1)
-        for layer in self.hidden:
-            h = jax.nn.leaky_relu(layer(h), 0.2)
+            h = leaky_relu(conv(h))
+        h = self.hidden(h.reshape(h.shape[0], -1), leaky_relu)
         return self.out(h)[:, 0]
 
 

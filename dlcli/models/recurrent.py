@@ -9,12 +9,16 @@ backward direction reads each example reversed within its own length.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from dlcli.data import DatasetInfo
-from dlcli.specs.recurrent import RecurrentConfig
+
+if TYPE_CHECKING:  # the specs build these modules; the modules name them in annotations only
+    from dlcli.specs.recurrent import RecurrentConfig
 
 Carry = tuple[jax.Array, ...]  # (h,) for rnn and gru, (h, c) for lstm; each (B, H)
 

@@ -12,14 +12,18 @@ one-position steps.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from dlcli.data import DatasetInfo
 from dlcli.data.seq2seq import START
-from dlcli.specs.transformer import (TransformerConfig, TransformerDecoderConfig, TransformerEncoderConfig,
-                                     TransformerSeq2SeqConfig, ViTConfig)
+
+if TYPE_CHECKING:  # the specs build these modules; the modules name them in annotations only
+    from dlcli.specs.transformer import (TransformerConfig, TransformerDecoderConfig, TransformerEncoderConfig,
+                                         TransformerSeq2SeqConfig, ViTConfig)
 
 Cache = tuple[jax.Array, jax.Array]  # keys and values, each (B, context, heads, head size)
 

@@ -2,8 +2,8 @@
 
 A spec knows, without importing JAX, whether it can take a dataset (`check_input`) and
 how many trainable parameters it will have (`param_count`, so `dlcli models` answers
-at once and parameter budgets can be solved in closed form); `build` imports the Flax
-module from `dlcli.models` and constructs it.
+at once and parameter budgets can be solved in closed form, from the per-layer counts in
+`dlcli.specs.layers`); `build` imports the Flax module from `dlcli.models` and constructs it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,6 @@ from dlcli.registry import Registry
 MODELS: Registry[type] = Registry("model")
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid")
-
-
-def dense_params(sizes: list[int]) -> int:
-    """Weights and biases of a chain of dense layers sizes[0] -> sizes[1] -> ..."""
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def register_builtin_models() -> None:

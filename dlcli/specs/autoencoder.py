@@ -19,8 +19,9 @@ from typing import ClassVar, Literal
 from dlcli.data import DATASETS, DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
-from dlcli.specs import MODELS, dense_params
+from dlcli.specs import MODELS
 from dlcli.specs.base import ModelSpec, check_unit_pixels
+from dlcli.specs.layers import conv_params, dense_params
 
 
 @dataclasses.dataclass
@@ -99,13 +100,13 @@ class AutoencoderSpec(ModelSpec):
         if self.architecture == "mlp":
             return dense_params([math.prod(info.input_shape), *self.hidden, out])
         chain = [info.input_shape[2], *self.channels]
-        return _conv_params(chain) + dense_params([math.prod(self.feature_shape(info)), out])
+        return conv_params(chain) + dense_params([math.prod(self.feature_shape(info)), out])
 
     def decoder_params(self, info: DatasetInfo) -> int:
         if self.architecture == "mlp":
             return dense_params([self.code, *reversed(self.hidden), math.prod(info.input_shape)])
         chain = [*reversed(self.channels), info.input_shape[2]]  # sub-pixel layers: 4x the output channels
-        return dense_params([self.code, math.prod(self.feature_shape(info))]) + _conv_params(chain, out_factor=4)
+        return dense_params([self.code, math.prod(self.feature_shape(info))]) + conv_params(chain, out_factor=4)
 
     def param_count(self, info: DatasetInfo) -> int:
         return self.encoder_params(info) + self.decoder_params(info)
@@ -114,11 +115,6 @@ class AutoencoderSpec(ModelSpec):
         from dlcli.models.autoencoder import Autoencoder
 
         return Autoencoder(self, info, rngs=rngs)
-
-
-def _conv_params(channels: list[int], out_factor: int = 1) -> int:
-    """3x3 convolutions channels[0] -> out_factor x channels[1] -> ..., with biases."""
-    return sum(9 * a * out_factor * b + out_factor * b for a, b in zip(channels[:-1], channels[1:]))
 
 
 @MODELS.register("autoencoder")

@@ -8,8 +8,9 @@ from typing import ClassVar, Literal
 from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
-from dlcli.specs import MODELS, dense_params
+from dlcli.specs import MODELS
 from dlcli.specs.base import ModelSpec
+from dlcli.specs.layers import conv_params, dense_params, norm_params
 
 
 @dataclasses.dataclass
@@ -73,14 +74,12 @@ class CNNConfig(ModelSpec):
                            "use fewer blocks, smaller strides or pool_size, or padding: same")
 
     def param_count(self, info: DatasetInfo) -> int:
-        total, channels = 0, info.input_shape[2]
-        for block in self.blocks:
-            total += block.kernel * block.kernel * channels * block.channels + block.channels
-            total += 2 * block.channels if self.batch_norm else 0
-            channels = block.channels
+        chain = [info.input_shape[2], *(block.channels for block in self.blocks)]
+        convs = sum(conv_params(chain[i: i + 2], block.kernel) for i, block in enumerate(self.blocks))
+        norms = norm_params(chain[1:], "batch" if self.batch_norm else "none")
         height, width, channels = self.feature_shape(info)
         features = channels if self.head == "gap" else height * width * channels
-        return total + dense_params([features, *self.dense, info.n_outputs])
+        return convs + norms + dense_params([features, *self.dense, info.n_outputs])
 
     def build(self, info: DatasetInfo, rngs):
         from dlcli.models.cnn import CNN

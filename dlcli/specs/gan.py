@@ -25,13 +25,9 @@ from typing import ClassVar, Literal
 from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
-from dlcli.specs import MODELS, dense_params
+from dlcli.specs import MODELS
 from dlcli.specs.base import ModelSpec, check_unit_pixels
-
-
-def _conv3x3_params(chain: list[int], factor: int = 1) -> int:
-    """3x3 convs chain[0] -> factor * chain[1] -> ..., with biases."""
-    return sum(9 * a * factor * b + factor * b for a, b in zip(chain[:-1], chain[1:]))
+from dlcli.specs.layers import conv_params, dense_params, norm_params
 
 
 @MODELS.register("gan")
@@ -148,18 +144,18 @@ class GANConfig(ModelSpec):
         return height * width * self.d_channels[-1]
 
     def generator_params(self, info: DatasetInfo) -> int:
-        norm = 2 if self.norm != "none" else 0  # scale and bias per normalised feature
         if self.architecture == "mlp":
-            return dense_params([self.latent, *self.generator, math.prod(info.input_shape)]) + norm * sum(self.generator)
+            return (dense_params([self.latent, *self.generator, math.prod(info.input_shape)])
+                    + norm_params(self.generator, self.norm))
         start = self.generator_start(info)
-        return (dense_params([self.latent, *self.g_dense, math.prod(start)]) + _conv3x3_params(self.g_channels, factor=4)
-                + _conv3x3_params([self.g_channels[-1], info.input_shape[2]])
-                + norm * (sum(self.g_dense) + sum(self.g_channels)))
+        return (dense_params([self.latent, *self.g_dense, math.prod(start)])
+                + conv_params(self.g_channels, out_factor=4) + conv_params([self.g_channels[-1], info.input_shape[2]])
+                + norm_params([*self.g_dense, *self.g_channels], self.norm))
 
     def discriminator_params(self, info: DatasetInfo) -> int:
         if self.architecture == "mlp":
             return dense_params([self.pack * math.prod(info.input_shape), *self.discriminator, 1])
-        return (_conv3x3_params([self.pack * info.input_shape[2], *self.d_channels])
+        return (conv_params([self.pack * info.input_shape[2], *self.d_channels])
                 + dense_params([self.discriminator_features(info), *self.d_dense, 1]))
 
     def param_count(self, info: DatasetInfo) -> int:

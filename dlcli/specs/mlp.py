@@ -9,8 +9,9 @@ from typing import ClassVar, Literal
 from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
-from dlcli.specs import MODELS, dense_params
+from dlcli.specs import MODELS
 from dlcli.specs.base import ModelSpec
+from dlcli.specs.layers import dense_params, norm_params
 
 
 @MODELS.register("mlp")
@@ -38,8 +39,7 @@ class MLPConfig(ModelSpec):
 
     def param_count(self, info: DatasetInfo) -> int:
         hidden = self.hidden_widths()
-        norm = 2 * sum(hidden) if self.norm != "none" else 0
-        return dense_params([math.prod(info.input_shape), *hidden, info.n_outputs]) + norm
+        return dense_params([math.prod(info.input_shape), *hidden, info.n_outputs]) + norm_params(hidden, self.norm)
 
     def build(self, info: DatasetInfo, rngs):
         from dlcli.models.mlp import MLP

@@ -16,6 +16,7 @@ from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS
 from dlcli.specs.base import ModelSpec
+from dlcli.specs.layers import dense_params
 
 
 @dataclasses.dataclass
@@ -54,9 +55,10 @@ class RecurrentConfig(ModelSpec):
                 inputs = info.vocab_size if len(info.input_shape) == 1 else info.input_shape[-1]
             else:
                 inputs = self.hidden * self.directions
-            per_direction = inputs * gate_width + gate_width + self.hidden * gate_width + recurrent_bias
+            # the input projection (a dense layer, or for tokens an embedding row plus a bias), the recurrent weights
+            per_direction = dense_params([inputs, gate_width]) + self.hidden * gate_width + recurrent_bias
             total += per_direction * self.directions
-        return total + self.hidden * self.directions * info.n_outputs + info.n_outputs
+        return total + dense_params([self.hidden * self.directions, info.n_outputs])
 
     def build(self, info: DatasetInfo, rngs):
         from dlcli.models.recurrent import RecurrentNetwork

@@ -19,6 +19,7 @@ from dlcli.errors import BadInput
 from dlcli.schema import bounded
 from dlcli.specs import MODELS
 from dlcli.specs.base import ModelSpec
+from dlcli.specs.layers import dense_params, norm_params
 
 
 @dataclasses.dataclass
@@ -48,10 +49,11 @@ class TransformerConfig(ModelSpec):
         """One block: two LayerNorms, fused q/k/v and output projections, the MLP; with
         `cross`, a third LayerNorm and the query, key/value and output projections."""
         width, hidden = self.width, self.width * self.mlp_ratio
-        total = 4 * width + (3 * width * width + 3 * width) + (width * width + width) \
-            + (width * hidden + hidden) + (hidden * width + width)
+        total = norm_params([width, width]) + dense_params([width, 3 * width]) + dense_params([width, width]) \
+            + dense_params([width, hidden, width])
         if cross:
-            total += 2 * width + (width * width + width) + (2 * width * width + 2 * width) + (width * width + width)
+            total += norm_params([width]) + dense_params([width, width]) + dense_params([width, 2 * width]) \
+                + dense_params([width, width])
         return total
 
     def position_params(self, rows: int) -> int:
@@ -59,7 +61,7 @@ class TransformerConfig(ModelSpec):
 
     def head_params(self, n_outputs: int) -> int:
         """The final LayerNorm and the linear head."""
-        return 2 * self.width + self.width * n_outputs + n_outputs
+        return norm_params([self.width]) + dense_params([self.width, n_outputs])
 
     def check_context(self, steps: int, what: str) -> None:
         if steps > self.context:
@@ -95,7 +97,7 @@ class TransformerEncoderConfig(TransformerConfig):
 
     def param_count(self, info: DatasetInfo) -> int:
         cls = self.class_token(info)
-        inputs = info.vocab_size * self.width if info.vocab_size else info.input_shape[-1] * self.width + self.width
+        inputs = info.vocab_size * self.width if info.vocab_size else dense_params([info.input_shape[-1], self.width])
         return inputs + (self.width if cls else 0) + self.position_params(self.context + cls) \
             + self.layers * self.block_params() + self.head_params(info.n_outputs)
 
@@ -152,7 +154,7 @@ class TransformerSeq2SeqConfig(TransformerConfig):
 
     def param_count(self, info: DatasetInfo) -> int:
         return info.vocab_size * self.width + 2 * self.position_params(self.context) \
-            + self.layers * (self.block_params() + self.block_params(cross=True)) + 2 * self.width \
+            + self.layers * (self.block_params() + self.block_params(cross=True)) + norm_params([self.width]) \
             + self.head_params(info.n_outputs)
 
     def build(self, info: DatasetInfo, rngs):
@@ -191,7 +193,7 @@ class ViTConfig(TransformerConfig):
     def param_count(self, info: DatasetInfo) -> int:
         patch_inputs = self.patch * self.patch * info.input_shape[-1]
         cls = self.pooling == "cls"
-        return patch_inputs * self.width + self.width + (self.width if cls else 0) \
+        return dense_params([patch_inputs, self.width]) + (self.width if cls else 0) \
             + self.position_params(self.patches(info) + cls) + self.layers * self.block_params() \
             + self.head_params(info.n_outputs)
 
