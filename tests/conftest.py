@@ -83,9 +83,9 @@ def sets(*overrides: str) -> list[str]:
     return [part for item in overrides for part in ("--set", item)]
 
 
-def train_json(*args: str, data_dir: Path | None = None) -> dict:
-    """Run `dlcli train ... --json` (in this process) and parse its one JSON object."""
-    return json.loads(invoke("train", *args, "--json", data_dir=data_dir, check=True).stdout)
+def train_json(*args: str, data_dir: Path | None = None, process: bool = False) -> dict:
+    """Run `dlcli train ... --json` (in this process, or in a real one) and parse its one JSON object."""
+    return json.loads((run_cli if process else invoke)("train", *args, "--json", data_dir=data_dir, check=True).stdout)
 
 
 def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path) -> None:
