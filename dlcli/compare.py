@@ -20,6 +20,7 @@ from typing import Callable
 from dlcli.batch import Job, JobResult, run_jobs
 from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
 from dlcli.errors import BadInput
+from dlcli.runs import RunDir
 from dlcli.schema import to_dict
 from dlcli.specs.cnn import ConvBlock
 from dlcli.specs.tasks import TASK_KINDS, higher_is_better
@@ -279,9 +280,9 @@ def write_outputs(comparison: Comparison, out_dir: Path, title: str) -> dict:
     from dlcli.plots import gradient_flow_by_arm, learning_curves
 
     val_metric = "val/" + comparison.metric.split("/")[-1]
-    run_dirs = {a.arm.label: a.run_dirs for a in comparison.arms}
-    learning_curves(run_dirs, val_metric, out_dir / "curves.png", title)
-    gradient_flow_by_arm(run_dirs, out_dir / "gradient_flow.png", title)
+    records = {a.arm.label: [RunDir(d).metrics() for d in a.run_dirs] for a in comparison.arms}
+    learning_curves(records, val_metric, out_dir / "curves.png", title)
+    gradient_flow_by_arm(records, out_dir / "gradient_flow.png", title)
     (out_dir / "report.md").write_text(_markdown(comparison, title))
     return data
 

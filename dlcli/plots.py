@@ -6,15 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli.runlog import read_metrics
 
-
-def learning_curves(arms: dict[str, list[Path]], metric: str, out: Path, title: str) -> None:
-    """One line per arm: the mean of `metric` over its runs at each logged step, with a
-    band of plus and minus one standard deviation."""
+def learning_curves(arms: dict[str, list[list[dict]]], metric: str, out: Path, title: str) -> None:
+    """One line per arm: the mean of `metric` over its runs (each a list of metrics.jsonl
+    records) at each logged step, with a band of plus and minus one standard deviation."""
     plt, fig, ax = _axes()
-    for label, run_dirs in arms.items():
-        curves = [{r["step"]: r[metric] for r in read_metrics(d) if metric in r} for d in run_dirs]
+    for label, runs in arms.items():
+        curves = [{r["step"]: r[metric] for r in records if metric in r} for records in runs]
         steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
         if not steps:
             continue
@@ -25,12 +23,12 @@ def learning_curves(arms: dict[str, list[Path]], metric: str, out: Path, title: 
     _save(plt, fig, ax, out, title, "step", metric, log_y=metric.endswith(("loss", "mae", "rmse")))
 
 
-def gradient_flow_by_arm(arms: dict[str, list[Path]], out: Path, title: str) -> None:
-    """One line per arm: the geometric mean over its runs of the last logged norms of
-    d(loss)/d(h_t) against t. Nothing is drawn when no run logged them."""
+def gradient_flow_by_arm(arms: dict[str, list[list[dict]]], out: Path, title: str) -> None:
+    """One line per arm: the geometric mean over its runs (metrics.jsonl records) of the
+    last logged norms of d(loss)/d(h_t) against t. Nothing is drawn when no run logged them."""
     finals = {}
-    for label, run_dirs in arms.items():
-        logged = [[r for r in read_metrics(d) if "gradient_flow" in r] for d in run_dirs]
+    for label, runs in arms.items():
+        logged = [[r for r in records if "gradient_flow" in r] for records in runs]
         norms = [np.maximum(np.asarray(records[-1]["gradient_flow"]), 1e-30) for records in logged if records]
         if norms and len({len(n) for n in norms}) == 1:
             finals[label] = np.exp(np.mean(np.log(norms), axis=0))

@@ -25,6 +25,7 @@ from dlcli.checkpoint import RunCheckpoints, has_checkpoint
 from dlcli.config import ExperimentConfig, config_from_dict, parse_yaml, resolved_yaml
 from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
+from dlcli.runlog import read_metrics
 
 
 class RunDir:
@@ -90,6 +91,10 @@ class RunDir:
     def info(self, cfg: ExperimentConfig) -> DatasetInfo:
         """The dataset's shapes as the run saw them (a text corpus's vocabulary from vocab.json)."""
         return cfg.data.info(self.vocab()) if self.vocab_file.exists() else cfg.info
+
+    def metrics(self) -> list[dict]:
+        """The records of metrics.jsonl, one per evaluation, in order ([] before the first)."""
+        return read_metrics(self.path)
 
     def summary(self) -> dict | None:
         """summary.json of a finished run; None while it has none."""

@@ -13,7 +13,7 @@ from typing import Callable
 
 from dlcli.batch import JobResult, run_jobs
 from dlcli.errors import BadInput
-from dlcli.runlog import read_metrics
+from dlcli.runs import RunDir
 from dlcli.sweep import Sweep, Trial
 
 
@@ -74,7 +74,7 @@ def _pruner(trial, metric: str) -> Callable[[Path], bool]:
     reported: set[int] = set()
 
     def should_prune(run_dir: Path) -> bool:
-        for record in read_metrics(run_dir):
+        for record in RunDir(run_dir).metrics():
             if record["step"] not in reported and metric in record:
                 trial.report(record[metric], record["step"])
                 reported.add(record["step"])

@@ -95,6 +95,7 @@ def test_the_layer_table_is_the_documented_one():
     assert _documented_layers() == LAYERS
 
 
+@pytest.mark.e2e
 def test_every_shipped_config_loads_without_jax_and_without_the_runs_it_references(tmp_path):
     """finetune_ae_mnist, scratch_encoder_mnist and dcgan_mnist name run folders (relative
     paths, absent from this empty working folder); loading every shipped file, and

@@ -230,6 +230,7 @@ def closed_url():
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+@pytest.mark.e2e
 def test_missing_dataset_files(run_copy, tmp_path, closed_url):
     """No files and no reachable mirror: the line names the files and the folder, and
     --overwrite has not removed the existing run."""
@@ -251,6 +252,7 @@ def newest_model_file(run: Path) -> tuple[int, Path]:
 COMMANDS = {"eval": ["eval", "{run}", "--checkpoint", "latest"], "resume": RESUME}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", COMMANDS)
 def test_truncated_checkpoint_is_refused(run_copy, command):
     """Half of the newest checkpoint's array data is cut off: eval and resume refuse it."""
@@ -263,6 +265,7 @@ def test_truncated_checkpoint_is_refused(run_copy, command):
     assert lines[0].startswith(f"error: checkpoint {step} in ") and "is corrupt or unreadable" in lines[0]
 
 
+@pytest.mark.e2e
 def test_checkpoint_with_flipped_bytes_is_refused(run_copy):
     step, data_file = newest_model_file(run_copy)
     data = bytearray(data_file.read_bytes())

@@ -95,6 +95,7 @@ def test_listing_commands():
     assert "train" in invoke("--help", check=True).stdout
 
 
+@pytest.mark.e2e
 def test_python_dash_m_and_console_script_agree():
     script = REPO / ".venv" / "bin" / "dlcli"
     via_module = run_cli("config", "show", check=True).stdout
@@ -127,6 +128,7 @@ RESUME_VAE = ("model.name=vae", "data.normalize=unit", "model.hidden=[32]", "mod
               "training.restore_best=false", "model.kl_warmup_steps=300")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ, RESUME_VAE, RESUME_GAN],
                          ids=["mlp", "lstm", "transformer_seq2seq", "vae", "gan"])
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, overrides):

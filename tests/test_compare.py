@@ -11,7 +11,7 @@ from dlcli.compare import solve_widths
 from dlcli.config import config_from_dict, load_config
 from dlcli.errors import BadInput
 
-from conftest import run_cli
+from conftest import invoke
 
 
 @pytest.mark.parametrize("model,dataset,budget", [
@@ -33,11 +33,12 @@ def test_budget_too_small_for_depth():
         solve_widths(load_config(None, ["data.name=mnist"]), 8, 500)
 
 
+@pytest.mark.e2e
 def test_shallow_vs_deep_end_to_end_and_resume(tmp_path):
     out = tmp_path / "cmp"
     args = ("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,3", "--seeds", "3", "--steps", "60",
             "--budget", "300", "--workers", "2", "--out", str(out), "--json")
-    first = json.loads(run_cli(*args, check=True).stdout)
+    first = json.loads(invoke(*args, check=True).stdout)
     assert [a["label"] for a in first["arms"]] == ["depth 1", "depth 3"]
     for arm in first["arms"]:
         assert abs(arm["params"] - 300) <= 6 and len(arm["values"]) == 3
@@ -52,16 +53,17 @@ def test_shallow_vs_deep_end_to_end_and_resume(tmp_path):
 
     summaries = sorted(out.glob("runs/*/summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]
-    rerun = run_cli(*args, check=True)
+    rerun = invoke(*args, check=True)
     assert json.loads(rerun.stdout)["arms"] == first["arms"]
     assert [p.stat().st_mtime_ns for p in summaries] == stamps  # nothing was trained again
 
 
+@pytest.mark.e2e
 def test_compare_configs_with_extra_eval(tmp_path):
     a, b = tmp_path / "wide.yaml", tmp_path / "narrow.yaml"
     a.write_text("model: {name: cnn, blocks: [{channels: 4}], dense: [16]}\ntraining: {steps: 20, eval_every: 10}\n")
     b.write_text("model: {name: mlp, width: 16}\ntraining: {steps: 20, eval_every: 10}\n")
-    result = run_cli("compare", str(a), str(b), "--seeds", "2", "--shift-test", "2", "--metric", "shift2:test/accuracy",
+    result = invoke("compare", str(a), str(b), "--seeds", "2", "--shift-test", "2", "--metric", "shift2:test/accuracy",
                      "--workers", "2", "--out", str(tmp_path / "out"), "--json", check=True)
     data = json.loads(result.stdout)
     assert data["metric"] == "shift2:test/accuracy"
@@ -77,15 +79,16 @@ def test_compare_configs_with_extra_eval(tmp_path):
     (["experiments/mlp_digits.yaml"], "at least two CONFIG"),
 ])
 def test_bad_compare_input(args, message, tmp_path):
-    result = run_cli("compare", *args, "--out", str(tmp_path / "out"))
+    result = invoke("compare", *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_tune_lr_picks_each_arm_by_validation(tmp_path):
     out = tmp_path / "cmp"
-    data = json.loads(run_cli("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,2", "--seeds", "1",
+    data = json.loads(invoke("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,2", "--seeds", "1",
                               "--steps", "60", "--budget", "300", "--tune-lr", "--lr-grid", "0.00001,0.01",
                               "--workers", "2", "--out", str(out), "--json", check=True).stdout)
     for arm in data["arms"]:

@@ -168,6 +168,7 @@ def test_mirror_that_does_not_speak_http_is_bad_input(data_dir, monkeypatch):
             MnistConfig().load(data_dir)
 
 
+@pytest.mark.e2e
 def test_cli_refuses_a_corrupt_download(mirror, data_dir, closed_url, tmp_path):
     """Through the CLI: exit 2, one line naming the file and the checksum, nothing cached
     for it, and no run folder created."""

@@ -31,7 +31,6 @@ from flax import nnx
 
 from dlcli.models.gan import GANOptimizers
 from dlcli.optim import make_schedule
-from dlcli.runlog import read_metrics
 from dlcli.runs import RunDir
 from dlcli.tasks import TASKS, Task
 
@@ -262,7 +261,7 @@ class Adversarial(Task):
         out.parent.mkdir(exist_ok=True)
         n = 2500 if self.centres is not None else 64
         draw_samples(model, cfg, out, f"{cfg.name} ({run_dir.name}): {n} samples, step {record['step']}", n)
-        warnings = stability_warnings(read_metrics(run_dir), record)
+        warnings = stability_warnings(RunDir(run_dir).metrics(), record)
         if warnings:
             record["warnings"] = warnings
 

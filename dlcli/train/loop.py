@@ -26,7 +26,7 @@ from dlcli.config import ExperimentConfig
 from dlcli.console import TrainProgress
 from dlcli.data import num_examples
 from dlcli.errors import BadInput, TrainingFailure
-from dlcli.runlog import MetricsLog, read_metrics
+from dlcli.runlog import MetricsLog
 from dlcli.runs import RunDir
 from dlcli.train.experiment import EpochSampler, Experiment, build_experiment
 
@@ -140,7 +140,7 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
     """Restore the best checkpoint if asked, measure val and test (and an autoencoder's
     analyses, see `dlcli.analysis`), write summary.json."""
     cfg = exp.cfg
-    final_record = next((r for r in reversed(read_metrics(run_dir)) if r["step"] == step), {})
+    final_record = next((r for r in reversed(RunDir(run_dir).metrics()) if r["step"] == step), {})
     evaluated = book.best_step if cfg.training.restore_best else step
     if evaluated != step:
         items, _ = checkpoints.restore(evaluated, {"model": exp.checkpoint_items()["model"]})
@@ -181,7 +181,7 @@ def _baseline(exp: Experiment) -> dict:
 
 def _gradient_flow(run_dir: Path) -> dict:
     """Plot the logged gradient-flow norms to gradient_flow.png; the last ones in brief."""
-    logged = [r for r in read_metrics(run_dir) if "gradient_flow" in r]
+    logged = [r for r in RunDir(run_dir).metrics() if "gradient_flow" in r]
     if not logged:
         return {}
     from dlcli.plots import gradient_flow
