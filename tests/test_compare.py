@@ -11,7 +11,7 @@ from dlcli.compare import solve_widths
 from dlcli.config import config_from_dict, load_config
 from dlcli.errors import BadInput
 
-from conftest import invoke
+from conftest import invoke, run_cli
 
 
 @pytest.mark.parametrize("model,dataset,budget", [
@@ -38,7 +38,7 @@ def test_shallow_vs_deep_end_to_end_and_resume(tmp_path):
     out = tmp_path / "cmp"
     args = ("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,3", "--seeds", "3", "--steps", "60",
             "--budget", "300", "--workers", "2", "--out", str(out), "--json")
-    first = json.loads(invoke(*args, check=True).stdout)
+    first = json.loads(run_cli(*args, check=True).stdout)
     assert [a["label"] for a in first["arms"]] == ["depth 1", "depth 3"]
     for arm in first["arms"]:
         assert abs(arm["params"] - 300) <= 6 and len(arm["values"]) == 3
@@ -53,7 +53,7 @@ def test_shallow_vs_deep_end_to_end_and_resume(tmp_path):
 
     summaries = sorted(out.glob("runs/*/summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]
-    rerun = invoke(*args, check=True)
+    rerun = run_cli(*args, check=True)
     assert json.loads(rerun.stdout)["arms"] == first["arms"]
     assert [p.stat().st_mtime_ns for p in summaries] == stamps  # nothing was trained again
 
@@ -63,7 +63,7 @@ def test_compare_configs_with_extra_eval(tmp_path):
     a, b = tmp_path / "wide.yaml", tmp_path / "narrow.yaml"
     a.write_text("model: {name: cnn, blocks: [{channels: 4}], dense: [16]}\ntraining: {steps: 20, eval_every: 10}\n")
     b.write_text("model: {name: mlp, width: 16}\ntraining: {steps: 20, eval_every: 10}\n")
-    result = invoke("compare", str(a), str(b), "--seeds", "2", "--shift-test", "2", "--metric", "shift2:test/accuracy",
+    result = run_cli("compare", str(a), str(b), "--seeds", "2", "--shift-test", "2", "--metric", "shift2:test/accuracy",
                      "--workers", "2", "--out", str(tmp_path / "out"), "--json", check=True)
     data = json.loads(result.stdout)
     assert data["metric"] == "shift2:test/accuracy"
@@ -88,7 +88,7 @@ def test_bad_compare_input(args, message, tmp_path):
 @pytest.mark.e2e
 def test_tune_lr_picks_each_arm_by_validation(tmp_path):
     out = tmp_path / "cmp"
-    data = json.loads(invoke("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,2", "--seeds", "1",
+    data = json.loads(run_cli("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,2", "--seeds", "1",
                               "--steps", "60", "--budget", "300", "--tune-lr", "--lr-grid", "0.00001,0.01",
                               "--workers", "2", "--out", str(out), "--json", check=True).stdout)
     for arm in data["arms"]:

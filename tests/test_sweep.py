@@ -17,7 +17,7 @@ from dlcli.config import load_config
 from dlcli.errors import BadInput
 from dlcli.sweep import load_sweep, trial_params
 
-from conftest import REPO, cli_env, invoke
+from conftest import REPO, cli_env, invoke, run_cli
 
 TINY = ["training.steps=20", "training.eval_every=10", "model.width=16"]
 
@@ -32,7 +32,7 @@ def _write(tmp_path, **fields) -> str:
 @pytest.mark.e2e
 def test_grid_with_planted_failures(tmp_path):
     sweep = _write(tmp_path, space={"training.batch_size": [32, 5000], "model.dropout": [0.0, 1.5]})
-    result = invoke("sweep", sweep, "--workers", "2", "--out", str(tmp_path / "out"), "--json", check=True)
+    result = run_cli("sweep", sweep, "--workers", "2", "--out", str(tmp_path / "out"), "--json", check=True)
     data = json.loads(result.stdout)
     by_params = {(t["params"]["training.batch_size"], t["params"]["model.dropout"]): t for t in data["trials"]}
     assert by_params[(32, 0.0)]["status"] == "done"
@@ -49,7 +49,7 @@ def test_grid_with_planted_failures(tmp_path):
 @pytest.mark.e2e
 def test_results_sorted_by_metric(tmp_path):
     sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.0001, 0.003, 0.001]})
-    data = json.loads(invoke("sweep", sweep, "--out", str(tmp_path / "out"), "--json", check=True).stdout)
+    data = json.loads(run_cli("sweep", sweep, "--out", str(tmp_path / "out"), "--json", check=True).stdout)
     values = [t["value"] for t in data["trials"]]
     assert values == sorted(values, reverse=True)
     assert data["best"]["value"] == values[0]
@@ -98,7 +98,7 @@ def test_ctrl_c_then_rerun_trains_only_missing_trials(tmp_path):
     finished = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/summary.json")}
     assert 1 <= len(finished) < 5
 
-    data = json.loads(invoke("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
+    data = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     assert data["finished"] == 5 and data["failed"] == 0
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in finished.items())
 
@@ -124,11 +124,11 @@ def test_optuna_strategy_prunes_and_resumes(tmp_path):
                    set=["training.steps=2000", "training.eval_every=200", "model.width=16"],
                    space={"optimizer.learning_rate": [0.01, 0.000001]})
     out = tmp_path / "out"
-    first = json.loads(invoke("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
+    first = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     assert len(first["trials"]) == 6 and {t["status"] for t in first["trials"]} <= {"done", "pruned"}
     assert first["best"]["params"]["optimizer.learning_rate"] == 0.01
     assert all(t["params"]["optimizer.learning_rate"] == 0.000001 for t in first["trials"] if t["status"] == "pruned")
-    again = json.loads(invoke("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
+    again = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     assert again["trials"] == first["trials"]  # the study in optuna.db is complete: nothing new runs
 
 
