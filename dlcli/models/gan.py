@@ -11,7 +11,7 @@ Initialisation (`init`): `fan_in_uniform` draws weights and biases from
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for dense and conv layers (so the
 PyTorch twin of benchmarks/gan_steps.py starts from the same distribution); `flax`
 keeps Flax's LeCun-normal weights and zero biases. On gan_ring8 the two gave the same
-figures over 5 seeds (README, GAN family).
+figures over 5 seeds (experiments/README.md, GAN family).
 """
 
 from __future__ import annotations
