@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from dlcli.config import ExperimentConfig
-from dlcli.data import DatasetInfo, Splits, num_examples
+from dlcli.data import Splits, num_examples
 from dlcli.errors import BadInput
 from dlcli.models import count_params
 from dlcli.runs import RunDir, build_model
