@@ -7,9 +7,8 @@ needed for type annotations alone sit under `if TYPE_CHECKING:` and do not count
     cli, __main__                    one module per command: parse, call the library, print
     batch, compare, sweep,           many runs: worker processes, statistics, reports
       sweep_optuna
-    train                            experiment builder, compiled steps, the loop, eval
-    tasks                            what a batch means: loss, metrics, a GAN's two players, hooks
-    analysis, generate               what a trained model measures and produces
+    train, generate                  the experiment builder, compiled steps, loop, eval; sampling
+    tasks                            what a batch means: loss, metrics, a GAN's two players, analyses
     runs, optim                      a run folder (config, checkpoints, restore); optax optimizers
     config                           the typed experiment config, YAML, --set overrides
     specs                            model specs: pure config sections that build models

@@ -1,5 +1,7 @@
-"""`sample_run`, behind `dlcli sample`: text from a character language model's
-checkpoint, or a sequence-to-sequence model's greedy answer to one source string.
+"""What a trained run produces, behind `dlcli sample` and `dlcli embed`: text from a
+character language model's checkpoint, or a sequence-to-sequence model's greedy answer
+to one source string (`sample_run`); images or points from a generative run
+(`sample_image_grid`); an autoencoder's codes of a split (`embed_run`).
 
 The model is rebuilt from the run folder alone (config.yaml, vocab.json for a text
 corpus, a checkpoint; the training text is not needed). The prompt is fed one step at a
@@ -15,11 +17,14 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from dlcli.data.text import decode, encode
 from dlcli.errors import BadInput
 from dlcli.runs import RunDir
+from dlcli.tasks.analysis import draw_samples, reconstruction_errors, scatter_codes
+from dlcli.tasks.analysis import encode as encode_codes
 
 
 def sample_run(run_dir: Path, *, prompt: str, length: int | None = None, temperature: float | None = None,
@@ -111,3 +116,55 @@ def generate(model: nnx.Module, prompt_ids, length: int, key: jax.Array, tempera
         return tokens
 
     return jax.device_get(run(state, jnp.asarray(prompt_ids), key))
+
+
+def embed_run(run_dir: Path, *, split: str, out: Path, data_dir: Path, checkpoint: str = "best",
+              overwrite: bool = False) -> dict:
+    """Write the codes of every image of `split` with their labels and reconstruction
+    errors to the .npz `out`, and their scatter plot beside it (same name, .png)."""
+    run, out = RunDir(run_dir), Path(out)
+    cfg = run.trained_config()
+    if cfg.task_kind != "reconstruction":
+        raise BadInput(f"{run.path} trained {cfg.model.name!r}, which has no code to export; dlcli embed needs an "
+                       "autoencoder run (autoencoder, denoising_autoencoder, sparse_autoencoder, vae)")
+    plot = out.with_suffix(".png")
+    check_output(out, ".npz", overwrite)
+    check_output(plot, ".png", overwrite)
+    model, step = run.restore_model(checkpoint, cfg)
+    x, y = cfg.data.load(data_dir).split(split)
+    codes = encode_codes(model, x)
+    errors = reconstruction_errors(model, x)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, codes=codes, labels=y, reconstruction_errors=errors)
+    scatter_codes(codes, y, plot, f"{run.path.name}: {split} codes")
+    return {"run_dir": str(run.path), "checkpoint": step, "split": split, "examples": len(codes),
+            "code_dims": int(codes.shape[1]), "mean_reconstruction_mse": float(errors.mean()), "out": str(out),
+            "plot": str(plot)}
+
+
+def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkpoint: str = "best",
+                      overwrite: bool = False) -> dict:
+    """Draw `n` samples (images, or points over a 2-D mixture's modes) from a generative
+    run's model at `checkpoint` into the PNG `out`."""
+    run, out = RunDir(run_dir), Path(out)
+    cfg = run.trained_config()
+    if not getattr(cfg.model, "generative", False):
+        raise BadInput(f"{run.path} trained {cfg.model.name!r}, which does not draw samples; --n/--out need a vae or gan run "
+                       "(--prompt samples a language model)")
+    if not 1 <= n <= 10_000:
+        raise BadInput(f"--n must be between 1 and 10000 samples, got {n}")
+    check_output(out, ".png", overwrite)
+    model, step = run.restore_model(checkpoint, cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    draw_samples(model, cfg, out, f"{cfg.name} ({run.path.name}): {n} samples, step {step}, seed {seed}", n, seed)
+    return {"run_dir": str(run.path), "checkpoint": step, "n": n, "seed": seed, "out": str(out)}
+
+
+def check_output(out: Path, suffix: str, overwrite: bool) -> None:
+    """`BadInput` for an output path of the wrong kind, or one that would replace a file without --overwrite."""
+    if out.suffix.lower() != suffix:
+        raise BadInput(f"--out {out} must end in {suffix}")
+    if out.is_dir():
+        raise BadInput(f"--out {out} is a folder; give a file name ending in {suffix}")
+    if out.exists() and not overwrite:
+        raise BadInput(f"--out {out} already exists; pass --overwrite to replace it, or choose another name")

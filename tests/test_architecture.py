@@ -27,9 +27,8 @@ LAYERS = [
     {"specs"},
     {"config"},
     {"runs", "optim"},
-    {"analysis", "generate"},
     {"tasks"},
-    {"train"},
+    {"train", "generate"},
     {"batch", "compare", "sweep", "sweep_optuna"},
     {"cli", "__main__"},
 ]

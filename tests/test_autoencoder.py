@@ -18,9 +18,9 @@ from flax import nnx
 
 from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, invoke, sets, train_json
 
-from dlcli.analysis import embed_run, sample_image_grid
 from dlcli.config import load_config
 from dlcli.errors import BadInput
+from dlcli.generate import embed_run, sample_image_grid
 from dlcli.models import count_params
 from dlcli.models.autoencoder import corrupt
 from dlcli.models.layers import depth_to_space

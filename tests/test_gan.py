@@ -173,7 +173,7 @@ def test_judge_measures_real_images_and_its_reference_is_the_test_sets_distance(
 
 
 def test_gan_run_resumes_evaluates_reproduces_and_draws_its_samples(tmp_path):
-    from dlcli.analysis import sample_image_grid
+    from dlcli.generate import sample_image_grid
 
     overrides = [*RING, "model.loss=hinge", "model.norm=batch", "model.pack=2", "model.ema=0.9", "training.steps=64",
                  "training.eval_every=32", "training.restore_best=false", "checkpoint.keep=3"]

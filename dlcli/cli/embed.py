@@ -26,7 +26,7 @@ def embed_command(
 ) -> None:
     """Export the latent codes of a split with their labels; plot them coloured by label
     (the codes themselves when 2-D, their first two principal components otherwise)."""
-    from dlcli.analysis import embed_run
+    from dlcli.generate import embed_run
 
     result = embed_run(run_dir, split=split.value, out=out, data_dir=data_dir_or_default(data_dir),
                        checkpoint=checkpoint, overwrite=overwrite)

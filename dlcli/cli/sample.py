@@ -55,7 +55,7 @@ def sample_command(
 
 def _sample_images(run_dir: Path, n: Optional[int], out: Optional[Path], prompt: Optional[str], seed: int,
                    checkpoint: str, overwrite: bool, as_json: bool) -> None:
-    from dlcli.analysis import sample_image_grid
+    from dlcli.generate import sample_image_grid
     from dlcli.errors import BadInput
 
     if n is None or out is None or prompt is not None:

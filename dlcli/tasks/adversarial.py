@@ -255,7 +255,7 @@ class Adversarial(Task):
     def evaluated(self, model, cfg, run_dir: Path, record: dict) -> None:
         """The samples of this evaluation drawn to samples/step_N.png (2,500 points over a
         2-D mixture, 64 images), and its stability warnings added to the record."""
-        from dlcli.analysis import draw_samples
+        from dlcli.tasks.analysis import draw_samples
 
         out = run_dir / "samples" / f"step_{record['step']:07d}.png"
         out.parent.mkdir(exist_ok=True)

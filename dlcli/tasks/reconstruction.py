@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dlcli.analysis import psnr
+from dlcli.tasks.analysis import psnr
 from dlcli.models.autoencoder import fixed_keys
 from dlcli.tasks import TASKS, Task
 
@@ -57,7 +57,7 @@ class Reconstruction(Task):
 
     def finished(self, model, cfg, splits, run_dir: Path, data_dir: Path) -> dict:
         """The analyses the config asks for (codes, reconstructions, anomalies, PCA, probes, samples)."""
-        from dlcli.analysis import analyse
+        from dlcli.tasks.analysis import analyse
 
         return analyse(cfg, splits, model, self, run_dir, data_dir)
 

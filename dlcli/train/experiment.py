@@ -75,7 +75,7 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     cfg.model.check_referenced(references, cfg.data)
     splits = cfg.data.load(data_dir)
     if cfg.analysis.normal_classes is not None:  # anomaly detection: learn the normal classes only
-        from dlcli.analysis import restrict_to_classes
+        from dlcli.tasks.analysis import restrict_to_classes
 
         splits = restrict_to_classes(splits, cfg.analysis.normal_classes)
     n_train = num_examples(splits.train[0])

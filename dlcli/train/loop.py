@@ -138,7 +138,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
 def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,
             stopped_early: bool, wall_s: float, data_dir: Path) -> dict:
     """Restore the best checkpoint if asked, measure val and test (and an autoencoder's
-    analyses, see `dlcli.analysis`), write summary.json."""
+    analyses, see `dlcli.tasks.analysis`), write summary.json."""
     cfg = exp.cfg
     final_record = next((r for r in reversed(RunDir(run_dir).metrics()) if r["step"] == step), {})
     evaluated = book.best_step if cfg.training.restore_best else step

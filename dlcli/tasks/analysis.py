@@ -1,5 +1,6 @@
 """What an autoencoder run measures and draws after training, beside its test metrics,
-and the model-level helpers behind `dlcli embed` and image `dlcli sample`.
+and the model-level helpers behind `dlcli embed` and image `dlcli sample` (which read
+run folders: `dlcli.generate`).
 
 - dimensionality reduction: the test codes scattered by label (codes.png; a PCA
   projection of the codes when they have more than two dimensions); with
@@ -27,8 +28,6 @@ import numpy as np
 from flax import nnx
 
 from dlcli.data import DATASETS, Splits
-from dlcli.errors import BadInput
-from dlcli.runs import RunDir
 
 BATCH = 500
 
@@ -224,48 +223,6 @@ def interpolation_strip(model, x: np.ndarray, y: np.ndarray, out: Path, title: s
     plots.image_grid(rows, out, title=title)
 
 
-def embed_run(run_dir: Path, *, split: str, out: Path, data_dir: Path, checkpoint: str = "best",
-              overwrite: bool = False) -> dict:
-    """Write the codes of every image of `split` with their labels and reconstruction
-    errors to the .npz `out`, and their scatter plot beside it (same name, .png)."""
-    run, out = RunDir(run_dir), Path(out)
-    cfg = run.trained_config()
-    if cfg.task_kind != "reconstruction":
-        raise BadInput(f"{run.path} trained {cfg.model.name!r}, which has no code to export; dlcli embed needs an "
-                       "autoencoder run (autoencoder, denoising_autoencoder, sparse_autoencoder, vae)")
-    plot = out.with_suffix(".png")
-    check_output(out, ".npz", overwrite)
-    check_output(plot, ".png", overwrite)
-    model, step = run.restore_model(checkpoint, cfg)
-    x, y = cfg.data.load(data_dir).split(split)
-    codes = encode(model, x)
-    errors = reconstruction_errors(model, x)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, codes=codes, labels=y, reconstruction_errors=errors)
-    scatter_codes(codes, y, plot, f"{run.path.name}: {split} codes")
-    return {"run_dir": str(run.path), "checkpoint": step, "split": split, "examples": len(codes),
-            "code_dims": int(codes.shape[1]), "mean_reconstruction_mse": float(errors.mean()), "out": str(out),
-            "plot": str(plot)}
-
-
-def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkpoint: str = "best",
-                      overwrite: bool = False) -> dict:
-    """Draw `n` samples (images, or points over a 2-D mixture's modes) from a generative
-    run's model at `checkpoint` into the PNG `out`."""
-    run, out = RunDir(run_dir), Path(out)
-    cfg = run.trained_config()
-    if not getattr(cfg.model, "generative", False):
-        raise BadInput(f"{run.path} trained {cfg.model.name!r}, which does not draw samples; --n/--out need a vae or gan run "
-                       "(--prompt samples a language model)")
-    if not 1 <= n <= 10_000:
-        raise BadInput(f"--n must be between 1 and 10000 samples, got {n}")
-    check_output(out, ".png", overwrite)
-    model, step = run.restore_model(checkpoint, cfg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    draw_samples(model, cfg, out, f"{cfg.name} ({run.path.name}): {n} samples, step {step}, seed {seed}", n, seed)
-    return {"run_dir": str(run.path), "checkpoint": step, "n": n, "seed": seed, "out": str(out)}
-
-
 def draw_samples(model, cfg, out: Path, title: str, n: int, seed: int = 0) -> None:
     """`n` samples of a generative model into the PNG `out`: an image grid, or for a 2-D
     mixture a scatter over its modes."""
@@ -283,13 +240,3 @@ def compiled_sample(model, key: jax.Array, n: int) -> jax.Array:
     """`model.sample(key, n)` as one compiled program; run eagerly, every operation of
     every layer would be dispatched (and the first time compiled) on its own."""
     return model.sample(key, n)
-
-
-def check_output(out: Path, suffix: str, overwrite: bool) -> None:
-    """`BadInput` for an output path of the wrong kind, or one that would replace a file without --overwrite."""
-    if out.suffix.lower() != suffix:
-        raise BadInput(f"--out {out} must end in {suffix}")
-    if out.is_dir():
-        raise BadInput(f"--out {out} is a folder; give a file name ending in {suffix}")
-    if out.exists() and not overwrite:
-        raise BadInput(f"--out {out} already exists; pass --overwrite to replace it, or choose another name")
