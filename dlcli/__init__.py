@@ -4,7 +4,7 @@ The package's layers, lowest first. A module imports only from its own layer or
 below (tests/test_architecture.py walks every import and holds this true); imports
 needed for type annotations alone sit under `if TYPE_CHECKING:` and do not count.
 
-    cli, __main__                    one module per command: parse, call the library, print
+    cli, __main__, worker            one module per command: parse, call the library, print
     batch, compare, sweep,           many runs: worker processes, statistics, reports
       sweep_optuna
     train, generate                  the experiment builder, compiled steps, loop, eval; sampling

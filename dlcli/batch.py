@@ -1,8 +1,9 @@
-"""Many runs at once: each job is an ordinary `dlcli train` in its own subprocess.
+"""Many runs at once: each job is an ordinary `dlcli train`, run by a worker process.
 
-A subprocess per run isolates failures (a crash, a NaN, an impossible config fails
-that job alone) and lets each worker set JAX's thread and memory variables before JAX
-is imported. Jobs are resumable: a run folder with `summary.json` is finished and is
+Worker processes (`dlcli.worker`) start JAX once and run job after job, so a batch
+pays the start-up once per worker, not once per run. They isolate failures (a crash,
+a NaN, an impossible config fails that job alone; a dead worker is replaced) and let
+each worker set JAX's thread and memory variables before JAX is imported. Jobs are resumable: a run folder with `summary.json` is finished and is
 read, not retrained; one with checkpoints but no summary (killed, interrupted) is
 continued with `--resume`; a recorded failure is reported again, not retried. Ctrl-C
 stops the workers and leaves exactly that state, so a rerun completes the batch.
@@ -15,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -77,7 +79,7 @@ def worker_env(workers: int, data_dir: Path) -> dict:
 
 def run_jobs(jobs: list[Job], *, workers: int, data_dir: Path,
              on_done: Callable[[JobResult], None] = lambda result: None) -> list[JobResult]:
-    """Run every unfinished job on `workers` subprocesses; results in the order of `jobs`."""
+    """Run every unfinished job on `workers` worker processes; results in the order of `jobs`."""
     env = worker_env(workers, data_dir)
     results: dict[str, JobResult] = {}
     pending = []
@@ -107,6 +109,7 @@ def run_jobs(jobs: list[Job], *, workers: int, data_dir: Path,
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            runner.close()
     return [results[job.key] for job in jobs]
 
 
@@ -146,12 +149,15 @@ def _same_config(job: Job) -> bool:
 
 
 class _Runner:
-    """Runs jobs as `python -m dlcli` subprocesses; `stop` ends all that are running."""
+    """Runs jobs on long-lived `python -m dlcli.worker` processes (JAX starts once per
+    worker, not once per job); `stop` ends all that are running. A worker that dies, or
+    is stopped to prune its job, loses that job alone: the next job gets a new worker."""
 
     def __init__(self, env: dict):
         self.env = env
         self.stopping = threading.Event()
-        self._processes: set[subprocess.Popen] = set()
+        self._idle: list[_Worker] = []
+        self._workers: set[_Worker] = set()
         self._lock = threading.Lock()
 
     def run(self, job: Job) -> JobResult:
@@ -187,34 +193,125 @@ class _Runner:
 
     def _call(self, args: list[str], run_dir: Path | None = None,
               prune: Callable[[Path], bool] | None = None) -> tuple[int, str, str]:
-        """Run `python -m dlcli ARGS`; (exit code, stdout, stderr). Output goes through
-        temporary files, so a long run cannot fill a pipe while `prune` is polled."""
+        """`dlcli ARGS` on an idle worker; (exit code, stdout, stderr). Output goes
+        through temporary files, so a long run cannot fill a pipe while `prune` is polled."""
         if self.stopping.is_set():
             return 130, "", "interrupted"
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            process = subprocess.Popen([sys.executable, "-m", "dlcli", *args], stdout=out, stderr=err, text=True,
-                                       env=self.env, start_new_session=True)
-            with self._lock:
-                self._processes.add(process)
-            try:
-                code = None
-                while code is None:
-                    try:
-                        code = process.wait(timeout=0.5)
-                    except subprocess.TimeoutExpired:
-                        if prune is not None and prune(run_dir):
-                            process.terminate()
-                            process.wait()
-                            code = PRUNED
-            finally:
-                with self._lock:
-                    self._processes.discard(process)
-            out.seek(0)
-            err.seek(0)
-            return code, out.read(), err.read()
+        worker = self._take()
+        with tempfile.TemporaryDirectory(prefix="dlcli-job-") as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            code = None if worker.start(args, out, err) else worker.exit_code
+            while code is None and worker.alive:
+                if prune is not None and prune(run_dir):
+                    worker.kill()
+                    code = PRUNED
+                else:
+                    code = worker.reply(timeout=0.5)
+            if code is None:  # it died under the job, perhaps just after its answer
+                code = worker.reply(timeout=0)
+            stdout = out.read_text() if out.exists() else ""
+            stderr = err.read_text() if err.exists() else ""
+        if code is None:
+            code = worker.exit_code or 1
+            stderr += f"\nthe worker process ended with exit code {code}{worker.last_words()}\n"
+        self._give(worker)
+        return code, stdout, stderr
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive:
+                    return worker
+                self._workers.discard(worker)
+        worker = _Worker(self.env)
+        with self._lock:
+            self._workers.add(worker)
+        if self.stopping.is_set():  # `stop` may have run while this one started
+            worker.kill()
+        return worker
+
+    def _give(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker.alive and not self.stopping.is_set():
+                self._idle.append(worker)
+            else:
+                self._workers.discard(worker)
+                worker.kill()
 
     def stop(self) -> None:
+        """End every worker now (SIGTERM): their jobs stay unfinished, as a Ctrl-C leaves them."""
         self.stopping.set()
         with self._lock:
-            for process in self._processes:
-                process.send_signal(signal.SIGTERM)
+            for worker in self._workers:
+                worker.terminate()
+
+    def close(self) -> None:
+        """Let the idle workers finish (end of their input) and wait for them."""
+        with self._lock:
+            workers, self._workers, self._idle = set(self._workers), set(), []
+        for worker in workers:
+            worker.close()
+
+
+class _Worker:
+    """One `python -m dlcli.worker` process in a session of its own (a Ctrl-C at the
+    terminal reaches the batch, which stops the workers itself); what it prints below
+    Python goes to a temporary log, whose last line explains a crash."""
+
+    def __init__(self, env: dict):
+        self._log = tempfile.TemporaryFile("w+")
+        self._process = subprocess.Popen([sys.executable, "-m", "dlcli.worker"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
+                                         start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._process.poll()
+
+    def start(self, args: list[str], stdout: Path, stderr: Path) -> bool:
+        """Send the job; False if the worker is gone."""
+        request = {"args": args, "stdout": str(stdout), "stderr": str(stderr)}
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._process.wait()
+            return False
+        return True
+
+    def reply(self, timeout: float) -> int | None:
+        """The job's exit code once the worker answers within `timeout` seconds; None
+        until then, and None at the end of the pipe (the worker died)."""
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self._process.stdout.readline()
+        if not line:
+            self._process.wait()
+            return None
+        return json.loads(line)["code"]
+
+    def last_words(self) -> str:
+        self._log.seek(0)
+        lines = [line for line in self._log.read().splitlines() if line.strip()]
+        return f": {lines[-1]}" if lines else ""
+
+    def terminate(self) -> None:
+        if self.alive:
+            self._process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.terminate()
+        self._process.wait()
+        self._log.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._process.stdin.close()
+        self._process.wait()
+        self._log.close()

@@ -88,6 +88,12 @@ def train_json(*args: str, data_dir: Path | None = None, process: bool = False) 
     return json.loads((run_cli if process else invoke)("train", *args, "--json", data_dir=data_dir, check=True).stdout)
 
 
+def timeless_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the fields that measure time."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("samples_per_s", "wall_s")} for r in records]
+
+
 def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path) -> None:
     """Train `overrides` (two evaluations, checkpoint.keep >= 2, restore_best off) twice
     and once cut back to its first checkpoint (as a kill after that save leaves it) and

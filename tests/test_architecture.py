@@ -30,7 +30,7 @@ LAYERS = [
     {"tasks"},
     {"train", "generate"},
     {"batch", "compare", "sweep", "sweep_optuna"},
-    {"cli", "__main__"},
+    {"cli", "__main__", "worker"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

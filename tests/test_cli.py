@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, cli_env, invoke, run_cli, sets, train_json
+from conftest import REPO, cli_env, invoke, run_cli, sets, timeless_metrics, train_json
 
 from dlcli.checkpoint import RunCheckpoints
 from dlcli.config import DATASETS, load_config
@@ -151,7 +151,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, overrides):
 
     resumed = train_json("--run-dir", str(killed_dir), "--resume", *sets(*overrides), process=True)
     assert resumed["metrics"] == reference["metrics"]
-    assert _timeless(killed_dir) == _timeless(tmp_path / "whole")
+    assert timeless_metrics(killed_dir) == timeless_metrics(tmp_path / "whole")
     np.testing.assert_equal(_latest_state(killed_dir, overrides), _latest_state(tmp_path / "whole", overrides))
 
 
@@ -175,12 +175,6 @@ def _tensorboard_scalars(folder) -> dict[tuple[str, int], float]:
 def _finished_steps(run_dir) -> list[int]:
     folder = run_dir / "checkpoints"
     return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-
-
-def _timeless(run_dir) -> list[dict]:
-    """metrics.jsonl without the fields that measure time."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("samples_per_s", "wall_s")} for r in records]
 
 
 def _latest_state(run_dir, overrides) -> dict:

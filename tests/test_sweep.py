@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from dlcli.config import load_config
 from dlcli.errors import BadInput
 from dlcli.sweep import load_sweep, trial_params
 
-from conftest import REPO, cli_env, invoke, run_cli
+from conftest import REPO, cli_env, invoke, run_cli, timeless_metrics, train_json
 
 TINY = ["training.steps=20", "training.eval_every=10", "model.width=16"]
 
@@ -47,12 +48,61 @@ def test_grid_with_planted_failures(tmp_path):
 
 
 @pytest.mark.e2e
-def test_results_sorted_by_metric(tmp_path):
+def test_results_sorted_by_metric_and_a_worker_trains_as_dlcli_train_does(tmp_path):
     sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.0001, 0.003, 0.001]})
-    data = json.loads(run_cli("sweep", sweep, "--out", str(tmp_path / "out"), "--json", check=True).stdout)
+    data = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(tmp_path / "out"), "--json",
+                              check=True).stdout)
     values = [t["value"] for t in data["trials"]]
     assert values == sorted(values, reverse=True)
     assert data["best"]["value"] == values[0]
+    # the last trial ran in a worker that had trained two before it: its run folder is
+    # the one a fresh `dlcli train` of its config writes
+    trial = sorted((tmp_path / "out" / "trials").glob("*.yaml"))[-1]
+    fresh = train_json(str(trial), "--run-dir", str(tmp_path / "fresh"), process=True)
+    by_worker = trial.with_suffix("")
+    assert json.loads((by_worker / "summary.json").read_text())["metrics"] == fresh["metrics"]
+    assert timeless_metrics(by_worker) == timeless_metrics(tmp_path / "fresh")
+    assert _files(by_worker) - {"extra_evals.json"} == _files(tmp_path / "fresh")
+
+
+@pytest.mark.e2e
+def test_a_killed_worker_loses_its_trial_alone(tmp_path):
+    sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.001, 0.002, 0.003]},
+                   set=["training.steps=400", "training.eval_every=100", "model.width=16"])
+    process = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", sweep, "--workers", "1", "--out",
+                                str(tmp_path / "out"), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=cli_env(), cwd=REPO)
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "out").glob("trials/*/checkpoints/[0-9]*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (worker,) = [pid for pid in _children(process.pid) if b"dlcli.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    os.kill(worker, signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    data = json.loads(stdout)
+    assert data["finished"] == 2 and data["failed"] == 1
+    (failed,) = [t for t in data["trials"] if t["status"] == "failed"]
+    assert "worker process ended with exit code -9" in failed["error"]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # that process has ended
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _files(run_dir: Path) -> set[str]:
+    """The files of a run folder, by path within it; names made of a time, a host or a
+    random hash (TensorBoard's event files, Orbax's OCDBT data files) as '*'."""
+    return {str(p.parent.relative_to(run_dir) / ("*" if "events.out" in p.name or p.parent.name == "d" else p.name))
+            for p in run_dir.rglob("*") if p.is_file()}
 
 
 def test_random_strategy_is_reproducible(tmp_path):

@@ -1,0 +1,65 @@
+"""A long-lived worker process of `compare` and `sweep`: JAX starts once, jobs run one after another.
+
+`python -m dlcli.worker` reads one JSON request a line on stdin,
+`{"args": [...], "stdout": PATH, "stderr": PATH}`, runs `dlcli ARGS` in this process
+(`dlcli.cli.run`, what the console script runs), with the command's stdout and stderr
+written to those two files, and answers `{"code": N}` on a line of its own stdout. A
+job's run folder and figures are those of the same `dlcli train` in a fresh process.
+
+An exception that escapes a command (a bug, not a bad input: those are exit codes)
+is written to the job's stderr and ends the worker with code 1, so the next job gets a
+fresh process; so does any crash, which the parent sees as the end of the pipe.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import traceback
+
+
+def serve(requests, replies) -> None:
+    """Answer every request line of `requests` on `replies` until end of input."""
+    from dlcli.cli import run
+
+    own_stdout, own_stderr = sys.stdout, sys.stderr
+    for line in requests:
+        request = json.loads(line)
+        with open(request["stdout"], "w") as out, open(request["stderr"], "w") as err:
+            sys.stdout, sys.stderr = out, err
+            try:
+                code = run(request["args"])
+            except BaseException:  # noqa: BLE001  (reported to the parent, then this process ends)
+                traceback.print_exc()
+                code = None
+            finally:
+                sys.stdout, sys.stderr = own_stdout, own_stderr
+        if code is None:
+            replies.write(json.dumps({"code": 1}) + "\n")
+            replies.flush()
+            os._exit(1)
+        _forget_compiled_programs()
+        replies.write(json.dumps({"code": code}) + "\n")
+        replies.flush()
+
+
+def _forget_compiled_programs() -> None:
+    """Free what the finished job compiled and traced, so a worker's memory does not grow
+    job by job; the persistent compilation cache, where on, still holds the programs."""
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
+
+
+def main() -> None:
+    # Replies go to a private copy of stdout; file descriptor 1 itself is pointed at
+    # stderr, so nothing printed below Python (XLA, absl) can corrupt the protocol.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    serve(sys.stdin, replies)
+
+
+if __name__ == "__main__":
+    main()
