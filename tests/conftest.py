@@ -97,8 +97,9 @@ def timeless_metrics(run_dir: Path) -> list[dict]:
 def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path) -> None:
     """Train `overrides` (two evaluations, checkpoint.keep >= 2, restore_best off) twice
     and once cut back to its first checkpoint (as a kill after that save leaves it) and
-    resumed: all three end with the same metrics; `dlcli eval`'s library call reproduces
-    the test metrics of the last checkpoint."""
+    resumed: all three end with the same metrics, and the resumed run's metrics.jsonl is
+    the uninterrupted one's; `dlcli eval`'s library call reproduces the test metrics of
+    the last checkpoint."""
     import shutil
 
     from dlcli.config import load_config
@@ -113,6 +114,7 @@ def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path
     shutil.rmtree(cut / "checkpoints" / str(whole["steps"]))
     resumed = fit(load_config(None, overrides), cut, data_dir=SHARED_DATA, resume=True, show_progress=False)
     assert resumed["metrics"] == whole["metrics"]
+    assert timeless_metrics(cut) == timeless_metrics(tmp_path / "whole")
     evaluated = evaluate_run(tmp_path / "whole", checkpoint="latest", split="test", data_dir=SHARED_DATA)
     assert evaluated["checkpoint"] == whole["steps"]
     assert evaluated["metrics"] == {k: v for k, v in whole["metrics"].items()

@@ -204,7 +204,17 @@ def test_anomaly_auroc_is_the_auroc_of_the_exported_errors(tmp_path):
 def test_denoising_run_resumes_evaluates_and_reproduces(tmp_path):
     """A run cut back to its step-16 checkpoint and resumed ends exactly like the
     uninterrupted run and like a second run; eval reproduces the test metrics, noise
-    included. (A VAE killed with SIGKILL and resumed: test_cli.)"""
+    included. (A real SIGKILL and resume: test_cli.)"""
     assert_resumes_evaluates_and_reproduces(["model.name=denoising_autoencoder", *SMALL, "training.steps=32",
                                              "training.eval_every=16", "training.restore_best=false",
+                                             "checkpoint.keep=10"], tmp_path)
+
+
+def test_vae_resumes_in_its_kl_warmup_evaluates_and_reproduces(tmp_path):
+    """A VAE cut back to its step-20 checkpoint, in the middle of its KL warm-up (with a
+    warm-up-cosine learning rate), and resumed ends exactly like the uninterrupted run."""
+    assert_resumes_evaluates_and_reproduces(["model.name=vae", "data.normalize=unit", *SMALL, "training.steps=40",
+                                             "training.eval_every=20", "training.steps_per_dispatch=10",
+                                             "model.kl_warmup_steps=30", "schedule.name=warmup_cosine",
+                                             "schedule.warmup_steps=10", "training.restore_best=false",
                                              "checkpoint.keep=10"], tmp_path)

@@ -108,30 +108,20 @@ def test_python_dash_m_and_console_script_agree():
 
 RESUME = ("training.steps=800", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
           "model.dropout=0.2", "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
-RESUME_LSTM = ("model.name=lstm", "model.hidden=16", "model.layers=2", "data.name=adding", "data.length=20",
-               "data.n_train=2048", "data.n_val=256", "data.n_test=256", "training.steps=400", "training.eval_every=50",
-               "training.steps_per_dispatch=10", "training.batch_size=32", "model.dropout=0.2",
-               "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
-               "training.gradient_flow=true")
-RESUME_SEQ2SEQ = ("model.name=transformer_seq2seq", "model.width=16", "model.heads=2", "model.layers=2",
-                  "model.context=4", "model.dropout=0.1", "model.attention_dropout=0.1", "data.name=reverse",
-                  "data.max_length=3", "data.n_train=64", "data.n_val=16", "data.n_test=16", "training.batch_size=16",
-                  "training.steps_per_dispatch=10", "training.restore_best=false", "training.steps=200",
-                  "training.eval_every=50")
 RESUME_GAN = ("model.name=gan", "data.name=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256",
               "model.generator=[32,32]", "model.discriminator=[32,32]", "model.latent=2", "model.loss=wgan_gp",
               "model.n_critic=2", "model.ema=0.9", "training.steps=400", "training.eval_every=100",
               "training.steps_per_dispatch=10", "training.batch_size=32", "training.restore_best=false",
               "schedule.name=warmup_cosine")
-RESUME_VAE = ("model.name=vae", "data.normalize=unit", "model.hidden=[32]", "model.code=4", "training.steps=400",
-              "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
-              "training.restore_best=false", "model.kl_warmup_steps=300")
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("overrides", [RESUME, RESUME_LSTM, RESUME_SEQ2SEQ, RESUME_VAE, RESUME_GAN],
-                         ids=["mlp", "lstm", "transformer_seq2seq", "vae", "gan"])
+@pytest.mark.parametrize("overrides", [RESUME, RESUME_GAN], ids=["mlp", "gan"])
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, overrides):
+    """A real SIGKILL at whatever point the run has reached, then --resume: the same
+    metrics, metrics.jsonl and final state as the uninterrupted run. One optimizer (MLP)
+    and two (a GAN with EMA); the other families resume from a checkpoint the same way,
+    tested in process by `assert_resumes_evaluates_and_reproduces`."""
     total = load_config(None, list(overrides)).training.steps
     # fresh processes throughout: a run that continued in the long-lived test process could
     # differ from one in a fresh process in the last bits (measured: 1e-8 relative)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, invoke, sets, train_json
+from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces, invoke, sets, train_json
 
 from dlcli.config import DATASETS, load_config
 from dlcli.generate import sample_run
@@ -275,3 +275,15 @@ def test_checkpoints_resume_and_eval_for_every_cell(model_name, tmp_path):
     evaluated = evaluate_run(tmp_path / "whole", checkpoint="latest", split="test", data_dir=SHARED_DATA)
     assert evaluated["checkpoint"] == 40
     assert evaluated["metrics"] == {k: v for k, v in whole["metrics"].items() if k.startswith("test/")}
+
+
+def test_lstm_with_gradient_flow_and_a_schedule_resumes_evaluates_and_reproduces(tmp_path):
+    """Cut back to its first checkpoint and resumed, a two-layer LSTM with dropout, a
+    warm-up-cosine schedule and the gradient-flow records ends exactly like the
+    uninterrupted run and like a second run. (A real SIGKILL and resume: test_cli.)"""
+    assert_resumes_evaluates_and_reproduces(["model.name=lstm", "model.hidden=16", "model.layers=2", "model.dropout=0.2",
+                                             "data.name=adding", "data.length=20", *SMALL_DATA, "training.steps=40",
+                                             "training.eval_every=20", "training.steps_per_dispatch=10",
+                                             "training.batch_size=32", "training.gradient_flow=true",
+                                             "schedule.name=warmup_cosine", "schedule.warmup_steps=10",
+                                             "training.restore_best=false", "checkpoint.keep=10"], tmp_path)

@@ -214,14 +214,15 @@ TRANSFORMERS = {
     "transformer_encoder": ["data.name=associative_recall", "data.pairs=4", *FEW],
     "transformer_decoder": ["data.name=copy_memory", "data.delay=5", "model.context=25", *FEW],
     "vit": ["data.name=digits", "model.patch=4"],
+    "transformer_seq2seq": ["data.name=reverse", "data.max_length=3", "model.context=4", *FEW],
 }
 
 
 @pytest.mark.parametrize("model_name", TRANSFORMERS)
 def test_every_transformer_resumes_evaluates_and_reproduces(model_name, tmp_path):
     """A run resumed from its step-10 checkpoint ends exactly like the uninterrupted run
-    and like a second run; `dlcli eval` reproduces the test metrics. (transformer_seq2seq:
-    a real SIGKILL and resume in test_cli, `dlcli eval` in the reversal test below.)"""
+    and like a second run; `dlcli eval` reproduces the test metrics. (A real SIGKILL and
+    resume: test_cli.)"""
     model = [f"model.name={model_name}", *SMALL, *TRANSFORMERS[model_name], "model.dropout=0.1",
              "model.attention_dropout=0.1", "training.steps_per_dispatch=10", "training.batch_size=16",
              "training.restore_best=false"]
