@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -150,8 +151,9 @@ def _same_config(job: Job) -> bool:
 
 class _Runner:
     """Runs jobs on long-lived `python -m dlcli.worker` processes (JAX starts once per
-    worker, not once per job); `stop` ends all that are running. A worker that dies, or
-    is stopped to prune its job, loses that job alone: the next job gets a new worker."""
+    worker, not once per job); `stop` ends all that are running. A pruned job is
+    interrupted as Ctrl-C interrupts `dlcli train`, and its worker goes on; a worker that
+    dies loses its job alone, and the next job gets a new worker."""
 
     def __init__(self, env: dict):
         self.env = env
@@ -203,7 +205,7 @@ class _Runner:
             code = None if worker.start(args, out, err) else worker.exit_code
             while code is None and worker.alive:
                 if prune is not None and prune(run_dir):
-                    worker.kill()
+                    worker.interrupt()
                     code = PRUNED
                 else:
                     code = worker.reply(timeout=0.5)
@@ -300,6 +302,18 @@ class _Worker:
         self._log.seek(0)
         lines = [line for line in self._log.read().splitlines() if line.strip()]
         return f": {lines[-1]}" if lines else ""
+
+    def interrupt(self, grace_s: float = 30.0) -> None:
+        """Stop the running job as Ctrl-C stops `dlcli train` (its checkpoints closed, the
+        worker kept for the next job); a worker that has not answered in `grace_s` is killed."""
+        if not self.alive:
+            return
+        self._process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace_s
+        while self.alive and time.monotonic() < deadline:
+            if self.reply(timeout=0.5) is not None:
+                return
+        self.kill()
 
     def terminate(self) -> None:
         if self.alive:

@@ -171,7 +171,7 @@ def test_shell_grid_script_collects_json(tmp_path):
 def test_optuna_strategy_prunes_and_resumes(tmp_path):
     pytest.importorskip("optuna")
     sweep = _write(tmp_path, strategy="optuna", trials=6, seed=0,
-                   set=["training.steps=2000", "training.eval_every=200", "model.width=16"],
+                   set=["training.steps=1000", "training.eval_every=100", "model.width=16"],
                    space={"optimizer.learning_rate": [0.01, 0.000001]})
     out = tmp_path / "out"
     first = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
