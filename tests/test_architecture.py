@@ -147,3 +147,16 @@ def test_every_task_kind_has_one_registered_task():
 
     assert TASKS.names() == TASK_KINDS.names()
     assert all(issubclass(task, Task) and task.kind == name for name, task in TASKS.items())
+
+
+def test_every_dataset_declares_the_dataset_protocol():
+    """Generic code asks every dataset for `info`, `load`, `baseline` and `summary`, and
+    probes none: each registered dataset is a `DatasetSpec` that defines them."""
+    from dlcli.config import DATASETS
+    from dlcli.data import DatasetSpec
+
+    assert DATASETS.names()
+    for name, dataset in DATASETS.items():
+        assert issubclass(dataset, DatasetSpec), name
+        assert dataset.info is not DatasetSpec.info and dataset.load is not DatasetSpec.load, name
+        assert isinstance(dataset.summary, str) and dataset.summary, name

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -45,6 +45,24 @@ class DatasetInfo:
     @property
     def is_image(self) -> bool:
         return len(self.input_shape) == 3 and not self.sequence
+
+
+class DatasetSpec:
+    """What every dataset config section declares (each family's base subclasses it):
+    `info()` its shapes without loading anything, `load(data_dir)` its splits, and
+    `baseline(splits)`, the dataset's reference predictor measured on the test split,
+    as (its name, {"test/<metric>": value}), or None for a dataset that has none."""
+
+    summary: ClassVar[str]  # one line for `dlcli datasets`
+
+    def info(self) -> DatasetInfo:
+        raise NotImplementedError
+
+    def load(self, data_dir: Path) -> "Splits":
+        raise NotImplementedError
+
+    def baseline(self, splits: "Splits") -> tuple[str, dict[str, float]] | None:
+        return None
 
 
 def num_examples(x) -> int:

@@ -12,12 +12,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from dlcli.data import DATASETS, DatasetInfo, Splits
+from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits
 from dlcli.schema import bounded
 
 
 @dataclasses.dataclass
-class MixtureConfig:
+class MixtureConfig(DatasetSpec):
     """Fixed training, validation and test sets drawn from `seed` (mode chosen uniformly)."""
 
     name: str

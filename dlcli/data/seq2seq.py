@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dlcli.data import DATASETS, DatasetInfo, Splits
+from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits
 from dlcli.data.sequences import SPLITS, check_length_range
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
@@ -27,7 +27,7 @@ SPECIALS = 3
 
 
 @dataclasses.dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(DatasetSpec):
     """Fields every string task shares; subclasses define `alphabet`, `source_length`,
     `target_length` (without the end token) and `problems(rng, n)`."""
 

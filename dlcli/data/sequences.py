@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dlcli.data import DATASETS, DatasetInfo, Splits
+from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 
@@ -28,7 +28,7 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass
-class SequenceConfig:
+class SequenceConfig(DatasetSpec):
     """Fields every synthetic sequence task shares."""
 
     name: str

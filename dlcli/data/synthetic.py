@@ -9,12 +9,12 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from dlcli.data import DATASETS, DatasetInfo, Splits, split_by_fraction
+from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits, split_by_fraction
 from dlcli.schema import bounded
 
 
 @dataclasses.dataclass
-class SyntheticConfig:
+class SyntheticConfig(DatasetSpec):
     """Fields every synthetic dataset shares."""
 
     name: str

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dlcli.data import DATASETS, DatasetInfo, Splits
+from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 
@@ -25,7 +25,7 @@ TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/mast
 
 @DATASETS.register("text")
 @dataclasses.dataclass
-class TextConfig:
+class TextConfig(DatasetSpec):
     """A plain-text corpus for next-character prediction."""
 
     summary: ClassVar[str] = "character language modelling on a UTF-8 text file (data.path), a label per character"

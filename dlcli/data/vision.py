@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from dlcli.data import DATASETS, DatasetInfo, Splits, split_by_fraction, standardize
+from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits, split_by_fraction, standardize
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 
@@ -49,7 +49,7 @@ MIRRORS = {
 }
 
 
-class PixelScaling:
+class PixelScaling(DatasetSpec):
     """How pixel values reach the model (fields `normalize`, `binarize` and `subset` of
     each image dataset): `normalize: standard` (the training set's mean 0 and standard
     deviation 1) or `unit` (values in [0, 1], which autoencoders need); `binarize: T`

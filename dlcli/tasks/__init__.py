@@ -35,7 +35,8 @@ class Task:
     noise per example); `eval_sums` returns sums over a padded evaluation batch (masked
     rows count for nothing) that `finalize` turns into the split's metrics on the host,
     so evaluating in batches of any size gives the same figures as one pass.
-    `optimizer` makes the optimizer and schedule, `prepared` the task ready for the data
+    `training_splits` is the data as the task uses it (an anomaly detector trains on
+    the normal classes alone), `optimizer` makes the optimizer and schedule, `prepared` the task ready for the data
 and referenced runs (a GAN's judge). `progress_metric` is the training metric the
 progress bar shows. Two hooks run on
     the host: `evaluated` after each evaluation (it may add "warnings" to the record),
@@ -57,6 +58,10 @@ progress bar shows. Two hooks run on
         """The task made ready with what it measures against: the loaded splits and the
         configs of the runs the experiment references ({field: ExperimentConfig})."""
         return self
+
+    def training_splits(self, cfg, splits):
+        """The loaded splits as this task trains, validates and tests on them."""
+        return splits
 
     def targets(self, x, y):
         return y

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dlcli.tasks.analysis import psnr
+from dlcli.tasks.analysis import psnr, restrict_to_classes
 from dlcli.models.autoencoder import fixed_keys
 from dlcli.tasks import TASKS, Task
 
@@ -54,6 +54,13 @@ class Reconstruction(Task):
                    kl_warmup_steps=getattr(spec, "kl_warmup_steps", 0), sparsity=getattr(spec, "sparsity", None),
                    sparsity_weight=getattr(spec, "sparsity_weight", 0.0),
                    sparsity_target=getattr(spec, "sparsity_target", 0.05))
+
+    def training_splits(self, cfg, splits):
+        """With `analysis.normal_classes` (anomaly detection), training and validation
+        keep the normal classes only; the test split keeps every class."""
+        if cfg.analysis.normal_classes is None:
+            return splits
+        return restrict_to_classes(splits, cfg.analysis.normal_classes)
 
     def finished(self, model, cfg, splits, run_dir: Path, data_dir: Path) -> dict:
         """The analyses the config asks for (codes, reconstructions, anomalies, PCA, probes, samples)."""

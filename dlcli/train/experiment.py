@@ -73,11 +73,8 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     if fresh:
         references = {field: RunDir(folder).trained_config() for field, folder in cfg.model.referenced_runs().items()}
     cfg.model.check_referenced(references, cfg.data)
-    splits = cfg.data.load(data_dir)
-    if cfg.analysis.normal_classes is not None:  # anomaly detection: learn the normal classes only
-        from dlcli.tasks.analysis import restrict_to_classes
-
-        splits = restrict_to_classes(splits, cfg.analysis.normal_classes)
+    task = make_task(cfg)
+    splits = task.training_splits(cfg, cfg.data.load(data_dir))
     n_train = num_examples(splits.train[0])
     batch = cfg.training.batch_size
     if batch > n_train:
@@ -92,7 +89,6 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     if fresh and start is not None:
         folder, checkpoint = start
         model.load_pretrained(RunDir(folder).restore_model(checkpoint, references[cfg.model.pretrained_from])[0])
-    task = make_task(cfg)
     optimizer, schedule = task.optimizer(cfg, model, total)
     task = task.prepared(splits, references)
     steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)

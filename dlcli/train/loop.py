@@ -173,9 +173,10 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
 def _baseline(exp: Experiment) -> dict:
     """The dataset's reference predictor measured on the test split, e.g. {"baseline":
     {"name": "always predict 1", "metrics": {"test/loss": 0.167}}}; {} if it has none."""
-    if not hasattr(exp.cfg.data, "baseline"):
+    baseline = exp.cfg.data.baseline(exp.splits)
+    if baseline is None:
         return {}
-    name, metrics = exp.cfg.data.baseline(exp.splits)
+    name, metrics = baseline
     return {"baseline": {"name": name, "metrics": metrics}}
 
 
