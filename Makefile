@@ -25,7 +25,7 @@ run: install
 	$(BIN)/dlcli train --run-dir runs/default --overwrite
 
 test: dev
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
