@@ -226,6 +226,7 @@ class _Runner:
                 if worker.alive:
                     return worker
                 self._workers.discard(worker)
+                worker.kill()  # reaps it and closes its log
         worker = _Worker(self.env)
         with self._lock:
             self._workers.add(worker)
