@@ -29,7 +29,10 @@ class CompiledSteps:
         self.task = task
         self.schedule = schedule
         self.key = jax.random.key(seed)
-        self.train_graphdef, self.state = nnx.split((model, optimizer))
+        self.train_graphdef, state = nnx.split((model, optimizer))
+        # committed to the device as a restored checkpoint's arrays are, so a fresh and a
+        # resumed run lower to the same program (and share its compilation cache entry)
+        self.state = jax.device_put(state, jax.devices()[0])
         model.eval()
         self.eval_graphdef, _ = nnx.split((model, optimizer))
         model.train()
