@@ -9,6 +9,7 @@ and only then moved into place, so a corrupt download never lands in the cache.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import http.client
@@ -137,7 +138,8 @@ class IdxImagesConfig(PixelScaling):
         if len(x_train) != len(y_train) or len(x_test) != len(y_test):
             raise BadInput(f"{folder}: image and label files disagree in length; replace them with the published files")
         order = np.random.default_rng(0).permutation(len(x_train))
-        val, train = order[: self.val_size], order[self.val_size:]
+        keep = slice(None, self.subset)  # cut before converting, so a subset converts only its own images
+        val, train, test = order[: self.val_size][keep], order[self.val_size:][keep], np.arange(len(x_test))[keep]
 
         def images(a):
             return (a.astype(np.float32) / 255.0)[..., None]
@@ -145,7 +147,7 @@ class IdxImagesConfig(PixelScaling):
         splits = Splits(self.info(),
                         (images(x_train[train]), y_train[train].astype(np.int32)),
                         (images(x_train[val]), y_train[val].astype(np.int32)),
-                        (images(x_test), y_test.astype(np.int32)))
+                        (images(x_test[test]), y_test[test].astype(np.int32)))
         return self.scale(splits)
 
 
@@ -164,7 +166,16 @@ class FashionMnistConfig(IdxImagesConfig):
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Decode a gzip'd IDX file (big-endian header: magic, counts, then uint8 data)."""
+    """Decode a gzip'd IDX file (big-endian header: magic, counts, then uint8 data) into
+    a read-only array. Decoded files are kept per process (a worker's runs, a test
+    session's), keyed by the file's size and modification time, so a replaced file is
+    read again."""
+    stat = Path(path).stat()
+    return _read_idx(Path(path).absolute(), magic, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx(path: Path, magic: int, size: int, mtime_ns: int) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
