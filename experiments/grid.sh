@@ -4,14 +4,17 @@
 # 1 a failure during training; a failed run is reported and the grid goes on.
 #
 #   bash experiments/grid.sh [OUT_DIR]        (default: runs/grid; EPOCHS=15 per run)
+#   LRS="0.001 0.01" WIDTHS=128 bash experiments/grid.sh   (another grid; defaults below)
 set -uo pipefail
 out=${1:-runs/grid}
 epochs=${EPOCHS:-15}
+learning_rates=${LRS:-0.0003 0.001 0.003}
+widths=${WIDTHS:-64 256}
 mkdir -p "$out"
 results="$out/results.jsonl"
 : > "$results"
-for lr in 0.0003 0.001 0.003; do
-  for width in 64 256; do
+for lr in $learning_rates; do
+  for width in $widths; do
     run="$out/lr${lr}-w${width}"
     if dlcli train experiments/mlp_digits.yaml --run-dir "$run" --overwrite \
         --set optimizer.learning_rate=$lr --set model.width=$width --set training.epochs=$epochs \

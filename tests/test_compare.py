@@ -37,7 +37,7 @@ def test_budget_too_small_for_depth():
 def test_shallow_vs_deep_end_to_end_and_resume(tmp_path):
     out = tmp_path / "cmp"
     args = ("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,3", "--seeds", "3", "--steps", "60",
-            "--budget", "300", "--workers", "2", "--out", str(out), "--json")
+            "--budget", "300", "--workers", "1", "--out", str(out), "--json")
     first = json.loads(run_cli(*args, check=True).stdout)
     assert [a["label"] for a in first["arms"]] == ["depth 1", "depth 3"]
     for arm in first["arms"]:
@@ -90,7 +90,7 @@ def test_tune_lr_picks_each_arm_by_validation(tmp_path):
     out = tmp_path / "cmp"
     data = json.loads(run_cli("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,2", "--seeds", "1",
                               "--steps", "60", "--budget", "300", "--tune-lr", "--lr-grid", "0.00001,0.01",
-                              "--workers", "2", "--out", str(out), "--json", check=True).stdout)
+                              "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     for arm in data["arms"]:
         slug = arm["label"].replace(" ", "-")
         tuned = {lr: json.loads((out / "tune" / f"{slug}-lr{lr:g}" / "summary.json").read_text())["best_value"]

@@ -155,16 +155,17 @@ def test_ctrl_c_then_rerun_trains_only_missing_trials(tmp_path):
 
 @pytest.mark.e2e
 def test_shell_grid_script_collects_json(tmp_path):
-    env = cli_env(EPOCHS="1")
+    env = cli_env(EPOCHS="1", LRS="0.0003 0.003", WIDTHS="16 32")  # a 2x2 grid of the script's 3x2
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     result = subprocess.run(["bash", "experiments/grid.sh", str(tmp_path / "grid")], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = result.stdout.strip().splitlines()
-    assert rows[0].split()[:2] == ["run", "params"] and len(rows) == 7
+    assert rows[0].split()[:2] == ["run", "params"] and len(rows) == 5
+    assert {row.split()[0] for row in rows[1:]} == {f"lr{lr}-w{w}" for lr in ("0.0003", "0.003") for w in (16, 32)}
     accuracies = [float(row.split()[2]) for row in rows[1:]]
     assert accuracies == sorted(accuracies, reverse=True)
-    assert len((tmp_path / "grid" / "results.jsonl").read_text().splitlines()) == 6
+    assert len((tmp_path / "grid" / "results.jsonl").read_text().splitlines()) == 4
 
 
 @pytest.mark.e2e
