@@ -198,3 +198,26 @@ def test_bundled_digits_are_read_as_scikit_learn_reads_them():
     images, labels = read_bundled_digits()
     np.testing.assert_array_equal(images, (reference.images / 16.0).astype(np.float32)[..., None])
     np.testing.assert_array_equal(labels, reference.target)
+
+
+def test_a_subset_is_the_first_images_of_each_full_split(shared_data):
+    """data.subset cuts the splits before converting them: the same images, bit for bit,
+    as cutting the fully converted splits."""
+    full = MnistConfig(normalize="unit").load(shared_data)
+    cut = MnistConfig(normalize="unit", subset=300).load(shared_data)
+    for whole, part in zip((full.train, full.val, full.test), (cut.train, cut.val, cut.test)):
+        np.testing.assert_array_equal(part[0], whole[0][:300])
+        np.testing.assert_array_equal(part[1], whole[1][:300])
+
+
+def test_a_replaced_file_is_read_again(shared_data, tmp_path):
+    """Decoded files are kept per process, but a file replaced on disk is decoded anew."""
+    folder = tmp_path / "mnist"
+    shutil.copytree(shared_data / "mnist", folder)
+    before = MnistConfig(subset=100).load(tmp_path).train[1]
+    shutil.copyfile(shared_data / "fashion_mnist" / LABELS, folder / LABELS)
+    after = MnistConfig(subset=100).load(tmp_path).train[1]
+    fashion = vision.read_idx(shared_data / "fashion_mnist" / LABELS, 2049)
+    order = np.random.default_rng(0).permutation(60_000)[5_000:5_100]  # the first 100 training images
+    np.testing.assert_array_equal(after, fashion[order])
+    assert not np.array_equal(before, after)
