@@ -46,8 +46,10 @@ def serve(requests, replies) -> None:
 
 
 def _forget_compiled_programs() -> None:
-    """Free what the finished job compiled and traced, so a worker's memory does not grow
-    job by job; the persistent compilation cache, where on, still holds the programs."""
+    """Free what the finished job traced and JAX cached, so a worker's memory does not
+    grow job by job. The last few executables stay (`dlcli.train.step.SHARED_PROGRAMS`),
+    for a next job with the same program key (another seed of the same config); the
+    persistent compilation cache, where on, still holds the rest."""
     if "jax" in sys.modules:
         sys.modules["jax"].clear_caches()
     gc.collect()

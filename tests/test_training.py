@@ -3,6 +3,8 @@ reproducibility, the epoch sampler, and eval agreeing with training."""
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +16,7 @@ from dlcli.train.evaluate import evaluate_run
 from dlcli.train.experiment import EpochSampler, build_experiment
 from dlcli.train.loop import fit
 
-from conftest import SHARED_DATA, TINY
+from conftest import SHARED_DATA, TINY, timeless_metrics
 
 
 def _overfit(overrides: list[str], steps: int = 150) -> tuple[float, float]:
@@ -66,6 +68,41 @@ def test_same_config_and_seed_give_identical_runs(tmp_path):
     third = fit(load_config(None, [*TINY, "model.dropout=0.2", "training.steps=6"], seed=8), tmp_path / "c",
                 data_dir=SHARED_DATA, show_progress=False)
     assert third["metrics"]["test/loss"] != first["metrics"]["test/loss"]
+
+
+def test_runs_that_differ_only_in_seed_share_their_compiled_programs(tmp_path, monkeypatch):
+    from dlcli.train import step
+
+    monkeypatch.setattr(step, "_shared", collections.OrderedDict())  # this process's programs, emptied
+
+    def run(name: str, *overrides: str, seed: int) -> dict:
+        cfg = load_config(None, [*TINY, "model.dropout=0.2", *overrides], seed=seed)
+        return fit(cfg, tmp_path / name, data_dir=SHARED_DATA, show_progress=False)
+
+    assert run("seed0", seed=0)["compile_s"] > 0
+    shared = run("seed1", "name=another_label", seed=1)
+    assert shared["compile_s"] == 0  # traced and compiled by the seed-0 run
+    assert run("other-lr", "optimizer.learning_rate=0.003", seed=1)["compile_s"] > 0  # another program
+
+    monkeypatch.setattr(step, "_shared", collections.OrderedDict())
+    own = run("seed1-alone", seed=1)
+    assert own["compile_s"] > 0
+    assert own["metrics"] == shared["metrics"]  # a shared program computes what its own would
+    assert timeless_metrics(tmp_path / "seed1-alone") == timeless_metrics(tmp_path / "seed1")
+
+
+def test_a_task_holding_arrays_never_shares_its_programs():
+    from dlcli.tasks.adversarial import Adversarial, Judge
+    from dlcli.train.experiment import program_key
+
+    cfg = load_config(None, ["model.name=gan", "data.name=ring8"])
+    info, task = cfg.info, Adversarial.from_config(cfg)
+    assert program_key(cfg, info, 10, {}, task) == program_key(cfg, info, 10, {}, Adversarial.from_config(cfg))
+
+    def judged():
+        return dataclasses.replace(task, judge=Judge(None, None, np.zeros(0), np.zeros((0, 0)), 0.0))
+
+    assert program_key(cfg, info, 10, {}, judged()) != program_key(cfg, info, 10, {}, judged())
 
 
 def test_eval_reproduces_what_training_reported(tmp_path):

@@ -7,7 +7,9 @@ exactly the function that measured it during training.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Hashable
 
 import jax
 import numpy as np
@@ -91,10 +93,28 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
         model.load_pretrained(RunDir(folder).restore_model(checkpoint, references[cfg.model.pretrained_from])[0])
     optimizer, schedule = task.optimizer(cfg, model, total)
     task = task.prepared(splits, references)
-    steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed)
+    steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed,
+                          program_key=program_key(cfg, info, total, references, task))
     x_train, y_train = (jax.device_put(a) for a in splits.train)
     y_train = task.targets(x_train, y_train)
     return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references)
+
+
+def program_key(cfg: ExperimentConfig, info, total_steps: int, references: dict[str, ExperimentConfig],
+                task) -> Hashable | None:
+    """What the compiled steps of an experiment depend on besides their arguments: the
+    model, optimizer and schedule follow from the config (less its name, a label, and
+    its seed, which only sets initial values and the keys passed in), the dataset's
+    description, the step count and the referenced runs' configs; the task is compared
+    by value. A task that holds arrays (a GAN's judge) hashes by identity, so its
+    programs are never shared; an unhashable one gives None (nothing shared)."""
+    try:
+        hash(task)
+    except TypeError:
+        return None
+    config = {key: value for key, value in cfg.to_dict().items() if key not in ("name", "seed")}
+    referenced = {field: ref.to_dict() for field, ref in references.items()}
+    return json.dumps([config, referenced], sort_keys=True, default=repr), repr(info), total_steps, task
 
 
 class EpochSampler:

@@ -6,11 +6,19 @@ the trace, so no Python object graph is walked per step. The train chunk is a
 `lax.scan` over K steps whose batches are gathered on the device from index arrays,
 with the state donated so its buffers are updated in place. Executables are compiled
 ahead of time, once per shape, and the time spent compiling is counted apart.
+
+A run may declare a `program_key`: everything its traced functions depend on besides
+their arguments (its config less the seed, the dataset's description, the step count,
+the referenced runs' configs, the task). Runs of one process with equal keys share
+their executables, so a comparison's seeds, a worker's repeated configs or a resumed
+run are traced and compiled once; the last `SHARED_PROGRAMS` stay.
 """
 
 from __future__ import annotations
 
+import collections
 import time
+from typing import Hashable
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +30,17 @@ from dlcli.data import num_examples
 from dlcli.tasks import Task
 
 
+SHARED_PROGRAMS = 8
+_shared: collections.OrderedDict[tuple, jax.stages.Compiled] = collections.OrderedDict()
+
+
 class CompiledSteps:
     """Holds the training state and the compiled functions that advance and measure it."""
 
-    def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer, task: Task, schedule: optax.Schedule, seed: int):
+    def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer, task: Task, schedule: optax.Schedule, seed: int,
+                 program_key: Hashable | None = None):
         self.task = task
+        self.program_key = program_key  # None: this run's executables are its own
         self.schedule = schedule
         self.key = jax.random.key(seed)
         self.train_graphdef, state = nnx.split((model, optimizer))
@@ -82,10 +96,28 @@ class CompiledSteps:
     def _compiled(self, name: str, jitted, *args) -> jax.stages.Compiled:
         shapes = (name,) + tuple(tuple(getattr(leaf, "shape", None) for leaf in jax.tree.leaves(a)) for a in args[1:])
         if shapes not in self._executables:
-            start = time.perf_counter()
-            self._executables[shapes] = jitted.lower(*args).compile()
-            self.compile_s += time.perf_counter() - start
+            self._executables[shapes] = self._shared_or_compiled(shapes, jitted, args)
         return self._executables[shapes]
+
+    def _shared_or_compiled(self, shapes: tuple, jitted, args: tuple) -> jax.stages.Compiled:
+        """The executable another run of this process compiled under the same program key
+        and argument types, else a fresh compilation (shared from then on)."""
+        key = None
+        if self.program_key is not None:
+            types = tuple((np.shape(leaf), str(leaf.dtype), getattr(leaf, "weak_type", False),
+                           str(getattr(leaf, "sharding", None))) for leaf in jax.tree.leaves(args))
+            key = (self.program_key, shapes, jax.tree.structure(args), types)
+            if key in _shared:
+                _shared.move_to_end(key)
+                return _shared[key]
+        start = time.perf_counter()
+        compiled = jitted.lower(*args).compile()
+        self.compile_s += time.perf_counter() - start
+        if key is not None:
+            _shared[key] = compiled
+            while len(_shared) > SHARED_PROGRAMS:
+                _shared.popitem(last=False)
+        return compiled
 
     @property
     def compiled_shapes(self) -> list[tuple]:
