@@ -115,8 +115,11 @@ def shallow_vs_deep_arms(task: str, *, model: str, budget: int | None, depths: l
         raise BadInput(f"--depths must be positive integers such as 1,2,4,8, got {depths}")
     preset = TASKS.get(task) or TaskPreset({"name": task}, budget=20000, steps=2000, learning_rate=1e-3)
     steps = steps or preset.steps
+    eval_every = max(steps // 20, 1)  # about 20 points on each learning curve
+    evaluations = -(-steps // eval_every)
     base = [f"model.name={model}", f"model.activation={activation}", f"data={json.dumps(preset.data)}",
-            f"training.steps={steps}", f"training.eval_every={max(steps // 20, 1)}", f"training.batch_size={preset.batch_size}",
+            f"training.steps={steps}", f"training.eval_every={eval_every}", f"training.batch_size={preset.batch_size}",
+            f"checkpoint.every={evaluations}",  # the final and the best state reach the disk, not 20 of them
             f"optimizer.learning_rate={learning_rate or preset.learning_rate}", "optimizer.name=adam",
             "schedule.name=warmup_cosine", "schedule.warmup_steps=100", *preset.overrides, *overrides]
     cfg = load_config(None, base)

@@ -136,8 +136,10 @@ class TrainingConfig:
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    """Orbax checkpoints every `every` evaluations and at the end; the last `keep` and
-    the best by `training.monitor` are kept."""
+    """Orbax checkpoints every `every` evaluations, on early stopping and at the end,
+    each preceded by the best state by `training.monitor` since the last checkpoint when
+    that came in between (held on the device until then); the last `keep` and the best
+    are kept."""
 
     every: int = bounded(1, low=1)
     keep: int = bounded(2, low=1)

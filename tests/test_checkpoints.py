@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 from dlcli.config import load_config
 from dlcli.train.evaluate import evaluate_run
@@ -24,6 +26,39 @@ def test_keeps_last_k_and_the_best(tmp_path):
     assert summary["best_step"] == best["step"]
     assert _steps(tmp_path / "run") == {110, 120, best["step"]}
     assert evaluate_run(tmp_path / "run", checkpoint="best", split="val", data_dir=SHARED_DATA)["checkpoint"] == best["step"]
+
+
+def test_checkpoint_every_n_evaluations_writes_the_best_in_between_just_before_the_next(tmp_path):
+    every_third = ["training.steps=60", "training.eval_every=10", "checkpoint.every=3", "checkpoint.keep=6",
+                   "model.width=16"]
+    # min_delta 1.0 on accuracy: only the first evaluation (step 10) improves
+    overrides = [*every_third, "training.min_delta=1.0"]
+    whole = fit(load_config(None, overrides), tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
+    assert _steps(tmp_path / "run") == {10, 30, 60}  # the best of the first stretch, then every third evaluation
+    assert whole["best_step"] == whole["evaluated_checkpoint"] == 10
+    best = evaluate_run(tmp_path / "run", checkpoint="best", split="test", data_dir=SHARED_DATA)
+    assert best["checkpoint"] == 10 and best["metrics"]["test/loss"] == whole["metrics"]["test/loss"]
+
+    # any run: a stretch's last improvement is written before its due checkpoint, unless that one improves too
+    fit(load_config(None, every_third), tmp_path / "any", data_dir=SHARED_DATA, show_progress=False)
+    records = [json.loads(line) for line in (tmp_path / "any" / "metrics.jsonl").read_text().splitlines()]
+    expected, best_value, unsaved = set(), None, None
+    for count, record in enumerate(records, start=1):
+        improved = best_value is None or record["val/accuracy"] > best_value
+        best_value = record["val/accuracy"] if improved else best_value
+        if count % 3 == 0:
+            expected |= {record["step"]} | ({unsaved} if unsaved and not improved else set())
+            unsaved = None
+        elif improved:
+            unsaved = record["step"]
+    assert _steps(tmp_path / "any") == expected
+
+    # cut back to step 30, as a kill before the final save leaves it: the resumed run
+    # writes the same checkpoints and ends with the same metrics
+    cut = Path(shutil.copytree(tmp_path / "run", tmp_path / "cut"))
+    shutil.rmtree(cut / "checkpoints" / "60")
+    resumed = fit(load_config(None, overrides), cut, data_dir=SHARED_DATA, resume=True, show_progress=False)
+    assert resumed["metrics"] == whole["metrics"] and _steps(cut) == {10, 30, 60}
 
 
 def test_crash_during_save_leaves_a_readable_checkpoint_and_resume_works(tmp_path):

@@ -4,9 +4,10 @@ Every input is checked before anything on disk changes: the run folder's state
 (`--resume` / `--overwrite`), the config against a resumed run's, the data, the
 checkpoint to resume from. Then the loop runs evaluation periods (one epoch, or
 `training.eval_every` steps): compiled chunks of steps, one validation pass, a line in
-metrics.jsonl and TensorBoard, a checkpoint when due or when the monitored metric
-improved, and the early-stopping check. At the end the best checkpoint is restored
-(`training.restore_best`) and measured on the test split.
+metrics.jsonl and TensorBoard, a checkpoint when due (every `checkpoint.every`
+evaluations, on early stopping and at the end), preceded by the best state since the
+previous one if it came in between, and the early-stopping check. At the end the best
+checkpoint is restored (`training.restore_best`) and measured on the test split.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
     # a resumed run that had already stopped early stays stopped
     stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
+    unsaved_best = None  # (step, checkpoint items, meta) of an improvement between due saves
     with progress or contextlib.nullcontext():
         while step < exp.total_steps and not stopped_early:
             period_end = min((step // eval_every + 1) * eval_every, exp.total_steps)
@@ -127,8 +129,13 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
             improved = book.update(value, step, cfg.monitor_mode, training.min_delta)
             stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
             due = math.ceil(step / eval_every) % cfg.checkpoint.every == 0
-            if improved or due or stopped_early or step == exp.total_steps:
+            if due or stopped_early or step == exp.total_steps:
+                if unsaved_best is not None and not improved:  # still the best: written before this step
+                    checkpoints.save(*unsaved_best, True)
+                unsaved_best = None
                 checkpoints.save(step, exp.checkpoint_items(), _meta(exp, step, book, record), improved)
+            elif improved:  # held until the next save: a later improvement before then replaces it
+                unsaved_best = step, _copied(exp.checkpoint_items()), _meta(exp, step, book, record)
             if progress and stopped_early:
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
     checkpoints.wait()
@@ -206,6 +213,12 @@ def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s
     record["samples_per_s"] = round(samples_per_s, 1)
     record["wall_s"] = round(wall_s, 3)
     return record
+
+
+def _copied(items: dict) -> dict:
+    """Device copies of checkpoint items: the training state's own buffers are donated
+    to the next chunk of steps."""
+    return jax.tree.map(lambda a: a.copy(), items)
 
 
 def _meta(exp: Experiment, step: int, book: Bookkeeping, record: dict) -> dict:
