@@ -78,40 +78,60 @@ def worker_env(workers: int, data_dir: Path) -> dict:
     return env
 
 
+class JobPool:
+    """`workers` long-lived worker processes for one or more batches of jobs (a
+    comparison tunes, then trains; an Optuna study asks for trials batch by batch), so
+    JAX starts once per worker for the whole command and a later job reuses what the
+    worker compiled for an earlier one. Use it as a context manager."""
+
+    def __init__(self, *, workers: int, data_dir: Path):
+        self.workers = max(1, workers)
+        self._runner = _Runner(worker_env(workers, data_dir))
+
+    def __enter__(self) -> "JobPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._runner.close()
+
+    def run(self, jobs: list[Job], on_done: Callable[[JobResult], None] = lambda result: None) -> list[JobResult]:
+        """Run every unfinished job; results in the order of `jobs`. Ctrl-C stops the
+        workers (their jobs stay unfinished) and raises KeyboardInterrupt."""
+        results: dict[str, JobResult] = {}
+        pending = []
+        for job in jobs:
+            finished = _finished(job)
+            if finished is not None:
+                results[job.key] = finished
+                on_done(finished)
+            else:
+                pending.append(job)
+        threads = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
+        with _sigint_as_event() as interrupted:
+            try:
+                running = {threads.submit(self._runner.run, job) for job in pending}
+                while running:
+                    done, running = concurrent.futures.wait(running, timeout=0.2,
+                                                            return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in done:
+                        result = future.result()
+                        results[result.key] = result
+                        on_done(result)
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                self._runner.stop()
+                raise
+            finally:
+                threads.shutdown(wait=True, cancel_futures=True)
+        return [results[job.key] for job in jobs]
+
+
 def run_jobs(jobs: list[Job], *, workers: int, data_dir: Path,
              on_done: Callable[[JobResult], None] = lambda result: None) -> list[JobResult]:
-    """Run every unfinished job on `workers` worker processes; results in the order of `jobs`."""
-    env = worker_env(workers, data_dir)
-    results: dict[str, JobResult] = {}
-    pending = []
-    for job in jobs:
-        finished = _finished(job)
-        if finished is not None:
-            results[job.key] = finished
-            on_done(finished)
-        else:
-            pending.append(job)
-    runner = _Runner(env)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
-    with _sigint_as_event() as interrupted:
-        try:
-            running = {pool.submit(runner.run, job) for job in pending}
-            while running:
-                done, running = concurrent.futures.wait(running, timeout=0.2,
-                                                        return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
-                    result = future.result()
-                    results[result.key] = result
-                    on_done(result)
-                if interrupted.is_set():
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            runner.stop()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            runner.close()
-    return [results[job.key] for job in jobs]
+    """Run every unfinished job on `workers` worker processes of their own; results in the order of `jobs`."""
+    with JobPool(workers=workers, data_dir=data_dir) as pool:
+        return pool.run(jobs, on_done)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
-from dlcli.batch import Job, JobResult, run_jobs
+from dlcli.batch import Job, JobPool, JobResult
 from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
 from dlcli.errors import BadInput
 from dlcli.runs import RunDir
@@ -181,11 +181,12 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
         metric = f"test/{TASK_KINDS.get(configs[0].task_kind).compare_metric or configs[0].metric_names[0]}"
     for cfg in configs:
         check_metric(metric, cfg, "--metric", tuple(extra_evals or ()))
-    if tune_lr:
-        arms = _tune_learning_rates(arms, tune_lr, out_dir, workers, data_dir, on_done)
-    jobs = [Job(f"{_slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{_slug(a.label)}-seed{s}",
-                dict(extra_evals or {})) for a in arms for s in range(seeds)]
-    results = {r.key: r for r in run_jobs(jobs, workers=workers, data_dir=data_dir, on_done=on_done)}
+    with JobPool(workers=workers, data_dir=data_dir) as pool:  # the same workers tune and train
+        if tune_lr:
+            arms = _tune_learning_rates(arms, tune_lr, out_dir, pool, on_done)
+        jobs = [Job(f"{_slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{_slug(a.label)}-seed{s}",
+                    dict(extra_evals or {})) for a in arms for s in range(seeds)]
+        results = {r.key: r for r in pool.run(jobs, on_done)}
     failures = [r for r in results.values() if r.status == "failed"]
     if failures:
         return Comparison(metric, higher_is_better(metric), [], None, None,
@@ -204,11 +205,11 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
     return _conclude(metric, arm_results, baseline)
 
 
-def _tune_learning_rates(arms, grid, out_dir, workers, data_dir, on_done) -> list[Arm]:
+def _tune_learning_rates(arms, grid, out_dir, pool: JobPool, on_done) -> list[Arm]:
     """Each arm's learning rate: the best validation metric over `grid`, seed 0."""
     jobs = [Job(f"{_slug(a.label)}-lr{lr:g}", _with_lr({**a.config, "seed": 0}, lr),
                 out_dir / "tune" / f"{_slug(a.label)}-lr{lr:g}") for a in arms for lr in grid]
-    results = {r.key: r for r in run_jobs(jobs, workers=workers, data_dir=data_dir, on_done=on_done)}
+    results = {r.key: r for r in pool.run(jobs, on_done)}
     tuned = []
     for arm in arms:
         cfg = config_from_dict(arm.config)

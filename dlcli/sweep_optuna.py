@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from dlcli.batch import JobResult, run_jobs
+from dlcli.batch import JobPool, JobResult
 from dlcli.errors import BadInput
 from dlcli.runs import RunDir
 from dlcli.sweep import Sweep, Trial
@@ -30,26 +30,26 @@ def run_optuna(sweep: Sweep, *, workers: int, data_dir: Path, on_done: Callable[
         sampler=optuna.samplers.TPESampler(seed=sweep.cfg.seed), pruner=optuna.pruners.MedianPruner(n_warmup_steps=1))
     distributions = {key: _distribution(optuna, spec) for key, spec in sweep.space.items()}
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    while (done := sum(t.state in finished for t in study.trials)) < sweep.cfg.trials:
-        batch = [study.ask(distributions) for _ in range(min(workers, sweep.cfg.trials - done))]
-        jobs = []
-        for trial in batch:
-            try:
-                job = sweep.job(trial.number, trial.params)
-            except BadInput as err:
-                trial.set_user_attr("error", str(err))
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            job.prune = _pruner(trial, sweep.cfg.metric.replace("test/", "val/"))
-            jobs.append((trial, job))
-        for (trial, job), result in zip(jobs, run_jobs([j for _, j in jobs], workers=workers, data_dir=data_dir,
-                                                       on_done=on_done)):
-            if result.status == "done":
-                study.tell(trial, result.summary["metrics"][sweep.cfg.metric])
-            else:
-                trial.set_user_attr("error", result.error)
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED if result.status == "pruned"
-                           else optuna.trial.TrialState.FAIL)
+    with JobPool(workers=workers, data_dir=data_dir) as pool:  # the same workers for every batch
+        while (done := sum(t.state in finished for t in study.trials)) < sweep.cfg.trials:
+            batch = [study.ask(distributions) for _ in range(min(workers, sweep.cfg.trials - done))]
+            jobs = []
+            for trial in batch:
+                try:
+                    job = sweep.job(trial.number, trial.params)
+                except BadInput as err:
+                    trial.set_user_attr("error", str(err))
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    continue
+                job.prune = _pruner(trial, sweep.cfg.metric.replace("test/", "val/"))
+                jobs.append((trial, job))
+            for (trial, job), result in zip(jobs, pool.run([j for _, j in jobs], on_done)):
+                if result.status == "done":
+                    study.tell(trial, result.summary["metrics"][sweep.cfg.metric])
+                else:
+                    trial.set_user_attr("error", result.error)
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED if result.status == "pruned"
+                               else optuna.trial.TrialState.FAIL)
     trials = []
     for frozen in study.trials:
         if frozen.state not in finished:

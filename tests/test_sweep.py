@@ -172,13 +172,24 @@ def test_shell_grid_script_collects_json(tmp_path):
 def test_optuna_strategy_prunes_and_resumes(tmp_path):
     pytest.importorskip("optuna")
     sweep = _write(tmp_path, strategy="optuna", trials=6, seed=0,
-                   set=["training.steps=1000", "training.eval_every=100", "model.width=16"],
+                   set=["training.steps=1000", "training.eval_every=100", "model.width=16",
+                        "checkpoint.every=10"],  # the pruner reads metrics.jsonl; one checkpoint a trial
                    space={"optimizer.learning_rate": [0.01, 0.000001]})
     out = tmp_path / "out"
     first = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     assert len(first["trials"]) == 6 and {t["status"] for t in first["trials"]} <= {"done", "pruned"}
     assert first["best"]["params"]["optimizer.learning_rate"] == 0.01
     assert all(t["params"]["optimizer.learning_rate"] == 0.000001 for t in first["trials"] if t["status"] == "pruned")
+    # one set of workers for the whole study: a learning rate's later finished trials
+    # run the programs its first finished trial compiled
+    finished_before = set()
+    for trial in sorted(first["trials"], key=lambda t: t["index"]):
+        if trial["status"] != "done":
+            continue
+        rate = trial["params"]["optimizer.learning_rate"]
+        summary = json.loads((Path(trial["run_dir"]) / "summary.json").read_text())
+        assert (summary["compile_s"] == 0) == (rate in finished_before), trial
+        finished_before.add(rate)
     again = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(out), "--json", check=True).stdout)
     assert again["trials"] == first["trials"]  # the study in optuna.db is complete: nothing new runs
 

@@ -30,7 +30,7 @@ from dlcli.data import num_examples
 from dlcli.tasks import Task
 
 
-SHARED_PROGRAMS = 8
+SHARED_PROGRAMS = 16
 _shared: collections.OrderedDict[tuple, jax.stages.Compiled] = collections.OrderedDict()
 
 
