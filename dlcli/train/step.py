@@ -8,10 +8,10 @@ with the state donated so its buffers are updated in place. Executables are comp
 ahead of time, once per shape, and the time spent compiling is counted apart.
 
 A run may declare a `program_key`: everything its traced functions depend on besides
-their arguments (its config less the seed, the dataset's description, the step count,
-the referenced runs' configs, the task). Runs of one process with equal keys share
-their executables, so a comparison's seeds, a worker's repeated configs or a resumed
-run are traced and compiled once; the last `SHARED_PROGRAMS` stay.
+their arguments (its config less name and seed, the dataset's description, the step
+count, the referenced runs' configs, the task). Runs of one process with equal keys
+share their executables, so a comparison's seeds, a worker's repeated configs or a
+resumed run are traced and compiled once; the last `SHARED_PROGRAMS` stay.
 """
 
 from __future__ import annotations
