@@ -21,8 +21,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set once, by the first proc
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The tiny test programs spend far longer compiling than running: XLA's CPU backend at
-# optimisation level 0 compiles them in about half the time.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# optimisation level 0 compiles them in about half the time, and without the new fusion
+# emitters and with the module compiled as one piece (xdist already keeps both cores busy)
+# the smoke runs of five experiments took 50 s instead of 62 s (AMD EPYC, fresh cache).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+                                   "--xla_cpu_parallel_codegen_split_count=1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
