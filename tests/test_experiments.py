@@ -51,7 +51,7 @@ def smoke_overrides(path: Path, short_text: Path, tmp_path: Path) -> list[str]:
     text = [f"data.path={short_text}"] if cfg.data.name == "text" else []
     images = ["data.subset=1024"] if hasattr(cfg.data, "subset") else []
     probe = ["analysis.probe_examples=200"] if cfg.analysis.linear_probe else []
-    return [*TINY, *small, *text, *images, *probe, *pretrained]
+    return [*TINY, "training.batch_size=8", "training.eval_batch_size=64", *small, *text, *images, *probe, *pretrained]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
