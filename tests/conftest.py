@@ -24,8 +24,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # optimisation level 0 compiles them in about half the time, and without the new fusion
 # emitters and with the module compiled as one piece (xdist already keeps both cores busy)
 # the smoke runs of five experiments took 50 s instead of 62 s (AMD EPYC, fresh cache).
+# Code for AVX2 at most: what the AMD EPYC CI machine has; an AVX-512 Xeon then compiles
+# the same vector code instead of the wider, slower-to-compile one (unmeasured there).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
-                                   "--xla_cpu_parallel_codegen_split_count=1")
+                                   "--xla_cpu_parallel_codegen_split_count=1 --xla_cpu_max_isa=AVX2")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

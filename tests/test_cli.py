@@ -106,7 +106,7 @@ def test_python_dash_m_and_console_script_agree():
         assert subprocess.run([str(script), "config", "show"], capture_output=True, text=True, check=True).stdout == via_module
 
 
-RESUME = ("training.steps=800", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
+RESUME = ("training.steps=400", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
           "model.dropout=0.2", "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
 RESUME_GAN = ("model.name=gan", "data.name=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256",
               "model.generator=[32,32]", "model.discriminator=[32,32]", "model.latent=2", "model.loss=wgan_gp",

@@ -68,7 +68,7 @@ def test_results_sorted_by_metric_and_a_worker_trains_as_dlcli_train_does(tmp_pa
 @pytest.mark.e2e
 def test_a_killed_worker_loses_its_trial_alone(tmp_path):
     sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.001, 0.002, 0.003]},
-                   set=["training.steps=400", "training.eval_every=100", "model.width=16"])
+                   set=["training.steps=200", "training.eval_every=100", "model.width=16"])
     process = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", sweep, "--workers", "1", "--out",
                                 str(tmp_path / "out"), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=cli_env(), cwd=REPO)
@@ -135,7 +135,7 @@ def test_bad_sweep_files(tmp_path, fields, message):
 @pytest.mark.e2e
 def test_ctrl_c_then_rerun_trains_only_missing_trials(tmp_path):
     sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.001, 0.002, 0.003, 0.004, 0.005]},
-                   set=["training.steps=400", "training.eval_every=100", "model.width=16"])
+                   set=["training.steps=200", "training.eval_every=100", "model.width=16"])
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", sweep, "--workers", "1", "--out", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
@@ -172,7 +172,7 @@ def test_shell_grid_script_collects_json(tmp_path):
 def test_optuna_strategy_prunes_and_resumes(tmp_path):
     pytest.importorskip("optuna")
     sweep = _write(tmp_path, strategy="optuna", trials=6, seed=0,
-                   set=["training.steps=1000", "training.eval_every=100", "model.width=16",
+                   set=["training.steps=400", "training.eval_every=100", "model.width=16",
                         "checkpoint.every=10"],  # the pruner reads metrics.jsonl; one checkpoint a trial
                    space={"optimizer.learning_rate": [0.01, 0.000001]})
     out = tmp_path / "out"

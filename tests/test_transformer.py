@@ -235,7 +235,7 @@ def test_seq2seq_learns_to_reverse_and_answers_through_the_cli(tmp_path):
     summary = train_json("--run-dir", str(run), *sets(
         "model.name=transformer_seq2seq", "model.width=32", "model.heads=4", "model.layers=2", "model.dropout=0",
         "model.context=7", "data.name=reverse", "data.max_length=6", "data.symbols=4", "data.n_train=4000",
-        "training.steps=480", "training.eval_every=160", "training.batch_size=64", "optimizer.learning_rate=0.003"))
+        "training.steps=320", "training.eval_every=160", "training.batch_size=64", "optimizer.learning_rate=0.003"))
     assert summary["metrics"]["test/exact_match"] > 0.9
     assert summary["metrics"]["test/exact_match"] <= summary["metrics"]["test/accuracy"]
     evaluated = json.loads(invoke("eval", str(run), "--json", check=True).stdout)
