@@ -17,7 +17,7 @@ import yaml
 
 from dlcli.data import DATASETS, DatasetInfo, register_builtin_datasets
 from dlcli.errors import BadInput
-from dlcli.schema import bounded, choose, parse, section, to_dict
+from dlcli.schema import bounded, check_range, choose, parse, section, to_dict
 from dlcli.specs import MODELS, register_builtin_models
 from dlcli.specs.tasks import TASK_KINDS, higher_is_better
 
@@ -135,6 +135,22 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass
+class ParallelConfig:
+    """Where a run trains: `data` devices along the data axis (`auto`: every device of
+    every process), each computing its share of every batch (`training.batch_size` must
+    divide by it); `fsdp` also splits each parameter and optimizer array over them
+    (for a model too big to hold whole on each device). Not part of what a run is: a
+    run resumes or is evaluated on any number of devices."""
+
+    data: int | Literal["auto"] = "auto"
+    fsdp: bool = False
+
+    def validate(self, path: str) -> None:
+        if self.data != "auto":
+            check_range(self.data, f"{path}.data", 1, None)
+
+
+@dataclasses.dataclass
 class CheckpointConfig:
     """Orbax checkpoints every `every` evaluations, on early stopping and at the end,
     each preceded by the best state by `training.monitor` since the last checkpoint when
@@ -159,6 +175,7 @@ class ExperimentConfig:
     training: TrainingConfig = section(TrainingConfig)
     checkpoint: CheckpointConfig = section(CheckpointConfig)
     analysis: AnalysisConfig = section(AnalysisConfig)
+    parallel: ParallelConfig = section(ParallelConfig)
 
     def validate(self, path: str) -> None:
         info = self.data.info()
@@ -177,6 +194,9 @@ class ExperimentConfig:
         if self.monitor not in valid:
             raise BadInput(f"training.monitor {self.monitor!r} is not a validation metric of a {self.task_kind} task; "
                            f"choose one of: {', '.join(valid)}")
+        if self.parallel.data != "auto" and self.training.batch_size % self.parallel.data:
+            raise BadInput(f"training.batch_size {self.training.batch_size} does not divide by parallel.data "
+                           f"{self.parallel.data}; use a multiple of {self.parallel.data}")
         if self.training.gradient_flow and not self.model.recurrent:
             raise BadInput(f"training.gradient_flow needs a recurrent model (rnn, lstm, gru), not {self.model.name!r}; "
                            "set training.gradient_flow: false")

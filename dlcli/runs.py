@@ -152,7 +152,7 @@ class RunDir:
         if resume:
             if not self.has_checkpoint():
                 raise BadInput(f"--resume: {path} holds no checkpoint to resume from; drop --resume to start a new run")
-            differences = _differences(self.config().to_dict(), cfg.to_dict())
+            differences = _differences(_what_runs(self.config()), _what_runs(cfg))
             if differences:
                 raise BadInput(f"--resume: the config differs from the run's saved config at {', '.join(differences[:3])}; "
                                f"resume with the same config, or start a new run with --overwrite or another --run-dir")
@@ -191,6 +191,11 @@ def _read_config(path: Path, missing: str) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise BadInput(f"{path} does not hold a config mapping; restore it, or retrain with --overwrite")
     return config_from_dict(raw)
+
+
+def _what_runs(cfg: ExperimentConfig) -> dict:
+    """The config less where it runs (`parallel`): a run resumes on any number of devices."""
+    return {key: value for key, value in cfg.to_dict().items() if key != "parallel"}
 
 
 def _differences(a, b, path: str = "") -> list[str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcli.config import ParallelConfig
 from dlcli.data.vision import shift_images
 from dlcli.errors import BadInput
 from dlcli.runs import RunDir
@@ -16,7 +17,7 @@ from dlcli.train.step import EvalBatches
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path,
                  shift: int = 0) -> dict:
     """Rebuild the run's model from its saved config, restore `checkpoint` (best, latest
-    or a step) and measure it on `split`; `shift` > 0 first translates every image by a
+    or a step) and measure it on `split`, on every device this process sees; `shift` > 0 first translates every image by a
     random offset of up to that many pixels (a translation-robustness test)."""
     run = RunDir(run_dir)
     cfg = run.trained_config()
@@ -27,7 +28,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     checkpoints = run.checkpoints(cfg, read_only=True)
     try:
         step = checkpoints.resolve(checkpoint)
-        exp = build_experiment(cfg, data_dir, run.references(cfg))
+        exp = build_experiment(cfg, data_dir, run.references(cfg), parallel=ParallelConfig())
         items, _ = checkpoints.restore(step, {"model": exp.checkpoint_items()["model"]})
     finally:
         checkpoints.close()
@@ -35,7 +36,8 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     if shift:
         x, y = exp.splits.split(split)
         shifted = shift_images(x, shift)
-        batches = EvalBatches(shifted, exp.steps.task.targets(shifted, y), cfg.training.eval_batch_size)
+        batches = EvalBatches(shifted, exp.steps.task.targets(shifted, y), cfg.training.eval_batch_size,
+                              exp.placement)
     else:
         batches = exp.eval_batches(split)
     values, sums = exp.steps.evaluate(batches)

@@ -15,12 +15,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from dlcli.config import ExperimentConfig
+from dlcli.config import ExperimentConfig, ParallelConfig
 from dlcli.data import Splits, num_examples
 from dlcli.errors import BadInput
 from dlcli.models import count_params
 from dlcli.runs import RunDir, build_model
 from dlcli.tasks import make_task
+from dlcli.train.parallel import Placement
 from dlcli.train.step import CompiledSteps, EvalBatches
 
 
@@ -35,6 +36,7 @@ class Experiment:
     x_train: jax.Array | dict
     y_train: jax.Array
     references: dict[str, ExperimentConfig]
+    placement: Placement
     _staged: dict[str, EvalBatches] = dataclasses.field(default_factory=dict)
 
     def eval_batches(self, split: str) -> EvalBatches:
@@ -42,7 +44,7 @@ class Experiment:
         if split not in self._staged:
             x, y = self.splits.split(split)
             task = self.steps.task
-            self._staged[split] = EvalBatches(x, task.targets(x, y), self.cfg.training.eval_batch_size,
+            self._staged[split] = EvalBatches(x, task.targets(x, y), self.cfg.training.eval_batch_size, self.placement,
                                               task.first_index(split))
         return self._staged[split]
 
@@ -64,13 +66,15 @@ class Experiment:
 
 
 def build_experiment(cfg: ExperimentConfig, data_dir: Path,
-                     references: dict[str, ExperimentConfig] | None = None) -> Experiment:
+                     references: dict[str, ExperimentConfig] | None = None, parallel: ParallelConfig | None = None) -> Experiment:
     """Load the data, build model and optimizer from `cfg.seed`; raises `BadInput` for
     data that is missing or does not fit the training settings, or referenced runs
     that do not fit. `references` are the configs of the runs `cfg` references as a
     run folder saved them (`RunDir.references`: a run being resumed or evaluated, whose
     weights come from its own checkpoint); None reads the referenced run folders and
-    starts the model from a pre-trained run's weights where the spec asks for them."""
+    starts the model from a pre-trained run's weights where the spec asks for them.
+    `parallel` places the run on devices other than its config says (evaluation: on
+    every device this process sees)."""
     fresh = references is None
     if fresh:
         references = {field: RunDir(folder).trained_config() for field, folder in cfg.model.referenced_runs().items()}
@@ -82,6 +86,7 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     if batch > n_train:
         raise BadInput(f"training.batch_size {batch} is larger than the {n_train} training examples of "
                        f"{cfg.data.name!r}; use at most {n_train}")
+    placement = Placement.for_config(parallel or cfg.parallel)
     steps_per_epoch = n_train // batch
     total = cfg.training.steps if cfg.training.steps is not None else cfg.training.epochs * steps_per_epoch
 
@@ -93,11 +98,12 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
         model.load_pretrained(RunDir(folder).restore_model(checkpoint, references[cfg.model.pretrained_from])[0])
     optimizer, schedule = task.optimizer(cfg, model, total)
     task = task.prepared(splits, references)
-    steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed,
+    steps = CompiledSteps(model, optimizer, task, schedule, seed=cfg.seed, placement=placement,
                           program_key=program_key(cfg, info, total, references, task))
-    x_train, y_train = (jax.device_put(a) for a in splits.train)
+    x_train, y_train = placement.put_replicated(splits.train)
     y_train = task.targets(x_train, y_train)
-    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references)
+    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references,
+                      placement)
 
 
 def program_key(cfg: ExperimentConfig, info, total_steps: int, references: dict[str, ExperimentConfig],

@@ -58,6 +58,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
     run = RunDir(run_dir)
     run.check_for_training(cfg, resume=resume, overwrite=overwrite)
     exp = build_experiment(cfg, data_dir, run.references(cfg) if resume else None)
+    exp.placement.check_batch(cfg.training.batch_size, "training.batch_size")
     book, step = Bookkeeping(), 0
     checkpoints = None
     if resume:
@@ -171,7 +172,7 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         "metrics": metrics, "confusion": confusion, **_baseline(exp), **_gradient_flow(run_dir),
         **({"analysis": analysis} if analysis else {}),
         "wall_s": round(wall_s, 3), "compile_s": round(exp.steps.compile_s, 3),
-        "device": jax.devices()[0].platform,
+        "device": exp.placement.mesh.devices.flat[0].platform, "parallel": exp.placement.describe(),
     }
     RunDir(run_dir).write_summary(summary)
     return summary

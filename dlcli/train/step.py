@@ -7,6 +7,10 @@ the trace, so no Python object graph is walked per step. The train chunk is a
 with the state donated so its buffers are updated in place. Executables are compiled
 ahead of time, once per shape, and the time spent compiling is counted apart.
 
+Every array lives on the run's device mesh (`dlcli.train.parallel`): the batch of each
+step is split along the data axis and the state replicated (or split, with FSDP), so
+one program serves one device and many; XLA adds the gradient all-reduce.
+
 A run may declare a `program_key`: everything its traced functions depend on besides
 their arguments (its config less name and seed, the dataset's description, the step
 count, the referenced runs' configs, the task). Runs of one process with equal keys
@@ -28,6 +32,7 @@ from flax import nnx
 
 from dlcli.data import num_examples
 from dlcli.tasks import Task
+from dlcli.train.parallel import Placement
 
 
 SHARED_PROGRAMS = 16
@@ -38,15 +43,17 @@ class CompiledSteps:
     """Holds the training state and the compiled functions that advance and measure it."""
 
     def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer, task: Task, schedule: optax.Schedule, seed: int,
-                 program_key: Hashable | None = None):
+                 placement: Placement, program_key: Hashable | None = None):
         self.task = task
+        self.placement = placement
         self.program_key = program_key  # None: this run's executables are its own
         self.schedule = schedule
-        self.key = jax.random.key(seed)
+        self.key = jax.device_put(jax.random.key(seed), placement.replicated())
         self.train_graphdef, state = nnx.split((model, optimizer))
-        # committed to the device as a restored checkpoint's arrays are, so a fresh and a
+        # committed to the mesh as a restored checkpoint's arrays are, so a fresh and a
         # resumed run lower to the same program (and share its compilation cache entry)
-        self.state = jax.device_put(state, jax.devices()[0])
+        self.state = placement.put_state(state)
+        self._state_shardings = placement.state_shardings(self.state)
         model.eval()
         self.eval_graphdef, _ = nnx.split((model, optimizer))
         model.train()
@@ -65,16 +72,28 @@ class CompiledSteps:
             indices, step = inputs
             model, optimizer = nnx.merge(self.train_graphdef, state)
             dropout_key = jax.random.fold_in(key, step)
-            x_batch, y_batch = jax.tree.map(lambda a: a[indices], x), y[indices]
+            x_batch, y_batch = self._split_rows(jax.tree.map(lambda a: a[indices], (x, y)))
 
             metrics = self.task.update(model, optimizer, x_batch, y_batch, step, dropout_key)
             metrics = {**metrics, "lr": jnp.asarray(self.schedule(step))}
-            return nnx.state((model, optimizer)), metrics
+            return self._laid_out(nnx.state((model, optimizer))), metrics
 
         if batch_indices.shape[0] == 1:  # a lone step runs outside a scan, where XLA compiles it better
             state, metrics = one_step(state, (batch_indices[0], steps[0]))
             return state, jax.tree.map(lambda a: a[None], metrics)
         return jax.lax.scan(one_step, state, (batch_indices, steps))
+
+    def _split_rows(self, batch):
+        """A batch gathered on the device, its rows split over the data axis (one device: as it is)."""
+        if self.placement.data_size == 1:
+            return batch
+        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, self.placement.split(0)), batch)
+
+    def _laid_out(self, state):
+        """The updated state kept in its configured layout (one device: as it is)."""
+        if self.placement.data_size == 1:
+            return state
+        return jax.lax.with_sharding_constraint(state, self._state_shardings)
 
     def _eval_batches_fn(self, state, x, y, mask, index):
         """x (NB, B, ...), y (NB, B, ...), mask and example index (NB, B) -> the task's sums over all rows."""
@@ -125,8 +144,9 @@ class CompiledSteps:
 
     def train_chunk(self, x: jax.Array, y: jax.Array, batch_indices: np.ndarray, first_step: int) -> dict[str, np.ndarray]:
         """Run len(batch_indices) steps starting at global step `first_step`."""
-        steps = np.arange(first_step, first_step + len(batch_indices), dtype=np.int32)
-        args = (self.state, x, y, batch_indices, steps, self.key)
+        place = self.placement
+        steps = place.put(np.arange(first_step, first_step + len(batch_indices), dtype=np.int32), place.replicated())
+        args = (self.state, x, y, place.put(batch_indices, place.split(1)), steps, self.key)
         self.state, metrics = self._compiled("train", self._train_chunk, *args)(*args)
         return jax.device_get(metrics)
 
@@ -144,19 +164,20 @@ class CompiledSteps:
 
 
 class EvalBatches:
-    """One split staged on the device as (NB, B, ...) (every array of a dict of inputs)
-    with a mask for the padding rows and each row's example index (from `first_index`)."""
+    """One split staged on the mesh as (NB, B, ...) (every array of a dict of inputs)
+    with a mask for the padding rows and each row's example index (from `first_index`);
+    each batch's rows are split over the data axis, B rounded up to a multiple of its size."""
 
-    def __init__(self, x, y: np.ndarray, batch_size: int, first_index: int = 0):
+    def __init__(self, x, y: np.ndarray, batch_size: int, placement: Placement, first_index: int = 0):
         n = num_examples(x)
-        batch_size = min(batch_size, n)
+        batch_size = -(-min(batch_size, n) // placement.data_size) * placement.data_size
         n_batches = -(-n // batch_size)
         pad = n_batches * batch_size - n
         self.size = n
 
         def stage(a):
             padded = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
-            return jax.device_put(padded.reshape(n_batches, batch_size, *a.shape[1:]))
+            return placement.put(padded.reshape(n_batches, batch_size, *a.shape[1:]), placement.split(1))
 
         self.x, self.y = jax.tree.map(stage, x), stage(y)
         self.mask = stage(np.ones(n, np.float32))  # the zero padding rows are masked out
