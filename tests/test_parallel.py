@@ -28,6 +28,8 @@ import pytest
 
 from conftest import REPO, SHARED_DATA, cli_env, run_cli, sets, train_json
 
+pytestmark = pytest.mark.e2e  # each test starts processes with 4 CPU devices
+
 RELATIVE = 1e-5
 RELATIVE_FOR = {"dcgan": 3e-4}
 TINY = ["training.steps=4", "training.eval_every=2", "training.batch_size=8", "training.eval_batch_size=64",
