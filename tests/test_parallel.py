@@ -46,8 +46,8 @@ FAMILIES = {  # name: (experiment file or "" for the default, overrides, placeme
     "transformer_encoder": ("copy_transformer", [*SMALL, "model.width=16", "model.layers=1"], "1,4"),
     "transformer_decoder": ("", ["model.name=transformer_decoder", "data.name=copy_memory", *SMALL, "model.width=16",
                                  "model.layers=1"], "1,2,4"),
-    "transformer_seq2seq": ("seq2seq_reverse", [*SMALL, "model.width=16", "model.layers=1", "data.max_length=4",
-                                                "model.context=6"], "1,4"),
+    "transformer_seq2seq": ("seq2seq_reverse", [*SMALL, "model.width=16", "model.layers=1", "data.min_length=4",
+                                                "data.max_length=4", "model.context=6"], "1,4"),
     "vit": ("vit_mnist", [*IMAGES, "model.width=16", "model.layers=1"], "1,4+fsdp"),
     "autoencoder": ("", ["model.name=autoencoder", "data.normalize=unit"], "1,2,4"),
     "denoising_autoencoder": ("", ["model.name=denoising_autoencoder", "data.normalize=unit"], "1,4"),
@@ -56,29 +56,6 @@ FAMILIES = {  # name: (experiment file or "" for the default, overrides, placeme
     "gan": ("gan_ring8", SMALL, "1,2,4"),
     "dcgan": ("dcgan_mnist", [*IMAGES, "model.classifier_run={judge}", "model.g_channels=[8,8,8]",
                               "model.d_channels=[8,8]"], "1,4"),
-}
-TINY = ["training.steps=4", "training.eval_every=2", "training.batch_size=8", "training.eval_batch_size=64",
-        "training.restore_best=false"]
-SMALL = ["data.n_train=64", "data.n_val=64", "data.n_test=64"]
-IMAGES = ["data.subset=256"]
-
-FAMILIES = {  # name: (experiment file or "" for the default, overrides, placements)
-    "mlp": ("", ["model.width=16"], "1,2,4,4+fsdp"),
-    "cnn": ("", ["model.name=cnn", "model.blocks=[{channels: 4}]", "model.dense=[16]"], "1,2,4"),
-    "rnn": ("adding_rnn", [*SMALL, "model.hidden=16"], "1,2,4"),
-    "lstm": ("adding_lstm", [*SMALL, "model.hidden=16"], "1,2,4"),
-    "gru": ("adding_gru", [*SMALL, "model.hidden=16"], "1,2,4"),
-    "transformer_encoder": ("copy_transformer", [*SMALL, "model.width=16", "model.layers=1"], "1,2,4"),
-    "transformer_decoder": ("", ["model.name=transformer_decoder", "data.name=copy_memory", *SMALL, "model.width=16",
-                                 "model.layers=1"], "1,2,4"),
-    "transformer_seq2seq": ("seq2seq_reverse", [*SMALL, "model.width=16", "model.layers=1"], "1,2,4"),
-    "vit": ("vit_mnist", [*IMAGES, "model.width=16", "model.layers=1"], "1,2,4,4+fsdp"),
-    "autoencoder": ("", ["model.name=autoencoder", "data.normalize=unit"], "1,2,4"),
-    "denoising_autoencoder": ("", ["model.name=denoising_autoencoder", "data.normalize=unit"], "1,2,4"),
-    "sparse_autoencoder": ("", ["model.name=sparse_autoencoder", "data.normalize=unit"], "1,2,4"),
-    "vae": ("", ["model.name=vae", "data.normalize=unit"], "1,2,4"),
-    "gan": ("gan_ring8", SMALL, "1,2,4"),
-    "dcgan": ("dcgan_mnist", [*IMAGES, "model.classifier_run={judge}"], "1,2,4"),
 }
 
 
