@@ -17,8 +17,9 @@ from dlcli.train.step import EvalBatches
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path,
                  shift: int = 0) -> dict:
     """Rebuild the run's model from its saved config, restore `checkpoint` (best, latest
-    or a step) and measure it on `split`, on every device this process sees; `shift` > 0 first translates every image by a
-    random offset of up to that many pixels (a translation-robustness test)."""
+    or a step) and measure it on `split`, on every device this process sees; `shift` > 0
+    first translates every image by a random offset of up to that many pixels (a
+    translation-robustness test)."""
     run = RunDir(run_dir)
     cfg = run.trained_config()
     if shift and not cfg.info.is_image:

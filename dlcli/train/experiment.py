@@ -36,8 +36,11 @@ class Experiment:
     x_train: jax.Array | dict
     y_train: jax.Array
     references: dict[str, ExperimentConfig]
-    placement: Placement
     _staged: dict[str, EvalBatches] = dataclasses.field(default_factory=dict)
+
+    @property
+    def placement(self) -> Placement:
+        return self.steps.placement
 
     def eval_batches(self, split: str) -> EvalBatches:
         """The split staged on the device (once) in evaluation batches."""
@@ -102,8 +105,7 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
                           program_key=program_key(cfg, info, total, references, task))
     x_train, y_train = placement.put_replicated(splits.train)
     y_train = task.targets(x_train, y_train)
-    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references,
-                      placement)
+    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references)
 
 
 def program_key(cfg: ExperimentConfig, info, total_steps: int, references: dict[str, ExperimentConfig],
