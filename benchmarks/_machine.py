@@ -17,6 +17,18 @@ from dlcli.config import load_config
 from dlcli.data import num_examples
 from dlcli.train.experiment import EpochSampler, build_experiment
 
+# one model per family, at batch 64 (divisible by 1, 2 and 4 devices)
+FAMILY_MODELS = {
+    "mlp": ["data.name=mnist", "model.width=512", "model.depth=2"],
+    "cnn": ["data.name=mnist", "model.name=cnn", "model.blocks=[{channels: 32}, {channels: 64}]",
+            "model.dense=[128]"],
+    "lstm": ["data.name=adding", "model.name=lstm", "model.hidden=128"],
+    "transformer_decoder": ["data.name=copy_memory", "model.name=transformer_decoder", "model.width=128",
+                            "model.layers=2", "model.heads=4"],
+    "vae": ["data.name=mnist", "data.normalize=unit", "model.name=vae"],
+    "gan": ["data.name=ring8", "model.name=gan"],
+}
+
 # tiny shakespeare's 65 characters, so random text has the same vocabulary size
 SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

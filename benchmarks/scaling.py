@@ -23,21 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 
-from _machine import DlcliSide, print_header  # noqa: E402
+from _machine import FAMILY_MODELS, DlcliSide, print_header  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DLCLI_DATA_DIR", REPO.parent / "shared" / "data"))
 PLACEMENTS = (1, 2, 4)
-MODELS = {  # family: overrides (batch 64 divides by every placement)
-    "mlp": ["data.name=mnist", "model.width=512", "model.depth=2"],
-    "cnn": ["data.name=mnist", "model.name=cnn", "model.blocks=[{channels: 32}, {channels: 64}]",
-            "model.dense=[128]"],
-    "lstm": ["data.name=adding", "model.name=lstm", "model.hidden=128"],
-    "transformer_decoder": ["data.name=copy_memory", "model.name=transformer_decoder", "model.width=128",
-                            "model.layers=2", "model.heads=4"],
-    "vae": ["data.name=mnist", "data.normalize=unit", "model.name=vae"],
-    "gan": ["data.name=ring8", "model.name=gan"],
-}
 
 
 def main() -> None:
@@ -47,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     print_header(f"MNIST, adding, copy_memory, ring8 from {DATA_DIR}; batch 64, 16 steps per dispatch")
     print(f"{'family':<20} {'devices':>7} {'steps/s':>9} {'samples/s':>10} {'vs 1 device':>11}  compile s")
-    for family, overrides in MODELS.items():
+    for family, overrides in FAMILY_MODELS.items():
         sides = {n: DlcliSide([*overrides, "training.batch_size=64", "training.steps_per_dispatch=16",
                                f"parallel.data={n}"], DATA_DIR) for n in PLACEMENTS}
         for side in sides.values():

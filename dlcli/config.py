@@ -114,6 +114,9 @@ class TrainingConfig:
     `restore_best` reports test metrics of, and ends with, the best checkpoint.
     `gradient_flow` (recurrent models) logs the norm of d(loss)/d(h_t) for every step t
     at each evaluation into metrics.jsonl and plots it to gradient_flow.png.
+    `precision: bfloat16` computes the forward and backward passes (training and
+    evaluation) in bfloat16 while the parameters, the optimizer state and the loss stay
+    float32 (`dlcli.models.precision`).
     """
 
     epochs: int | None = bounded(30, low=1)
@@ -128,6 +131,7 @@ class TrainingConfig:
     restore_best: bool = True
     eval_batch_size: int = bounded(1000, low=1)
     gradient_flow: bool = False
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def validate(self, path: str) -> None:
         if self.epochs is None and self.steps is None:

@@ -36,6 +36,51 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY = ["training.steps=4", "training.eval_every=2", "training.batch_size=32", "training.eval_batch_size=256"]
 
 
+# One tiny experiment of every architecture family, at FAMILY_TINY's few steps.
+FAMILY_TINY = ["training.steps=4", "training.eval_every=2", "training.batch_size=8", "training.eval_batch_size=64",
+               "training.restore_best=false"]
+SMALL = ["data.n_train=64", "data.n_val=64", "data.n_test=64"]
+IMAGES = ["data.subset=256"]
+
+FAMILIES = {  # name: (experiment file or "" for the default, overrides)
+    "mlp": ("", ["model.width=16"]),
+    "cnn": ("", ["model.name=cnn", "model.blocks=[{channels: 4}]", "model.dense=[16]"]),
+    "rnn": ("adding_rnn", [*SMALL, "model.hidden=16"]),
+    "lstm": ("adding_lstm", [*SMALL, "model.hidden=16"]),
+    "gru": ("adding_gru", [*SMALL, "model.hidden=16"]),
+    "transformer_encoder": ("copy_transformer", [*SMALL, "model.width=16", "model.layers=1"]),
+    "transformer_decoder": ("", ["model.name=transformer_decoder", "data.name=copy_memory", *SMALL, "model.width=16",
+                                 "model.layers=1"]),
+    "transformer_seq2seq": ("seq2seq_reverse", [*SMALL, "model.width=16", "model.layers=1", "data.min_length=4",
+                                                "data.max_length=4", "model.context=6"]),
+    "vit": ("vit_mnist", [*IMAGES, "model.width=16", "model.layers=1"]),
+    "autoencoder": ("", ["model.name=autoencoder", "data.normalize=unit"]),
+    "denoising_autoencoder": ("", ["model.name=denoising_autoencoder", "data.normalize=unit"]),
+    "sparse_autoencoder": ("", ["model.name=sparse_autoencoder", "data.normalize=unit"]),
+    "vae": ("", ["model.name=vae", "data.normalize=unit"]),
+    "gan": ("gan_ring8", SMALL),
+    "dcgan": ("dcgan_mnist", [*IMAGES, "model.classifier_run={judge}", "model.g_channels=[8,8,8]",
+                              "model.d_channels=[8,8]"]),
+}
+
+
+def family_config(family: str, request) -> tuple[str, list[str]]:
+    """(experiment name, overrides) of a family; the DCGAN's judge is the `judge` fixture's run."""
+    experiment, overrides = FAMILIES[family]
+    if any("{judge}" in item for item in overrides):
+        overrides = [item.replace("{judge}", request.getfixturevalue("judge")) for item in overrides]
+    return experiment, overrides
+
+
+@pytest.fixture(scope="session")
+def judge(tmp_path_factory) -> str:
+    """A tiny MNIST classifier run, the judge a DCGAN on MNIST needs."""
+    run = tmp_path_factory.mktemp("judge") / "run"
+    train_json("--run-dir", str(run), *sets(*FAMILY_TINY, *IMAGES, "data.name=mnist", "data.normalize=unit",
+                                            "model.width=16"))
+    return str(run)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder holding mnist/ and fashion_mnist/ (../shared/data)."""

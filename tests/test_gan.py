@@ -105,8 +105,6 @@ def test_discriminator_steps_every_step_generator_every_n_critic_and_the_average
 
 
 class LinearCritic(nnx.Module):
-    pack = 1
-
     def __init__(self, slope: float):
         self.weights = nnx.Param(jnp.array([0.6, 0.8]) * slope)  # norm `slope`
 
@@ -118,12 +116,12 @@ class LinearCritic(nnx.Module):
 def test_gradient_penalty_is_the_squared_distance_of_the_slope_from_one(slope, penalty):
     task = Adversarial("wgan_gp", 10.0, 1, 2)
     real, fake = jnp.ones((8, 2)), jnp.zeros((8, 2))
-    assert float(task.gradient_penalty(LinearCritic(slope), real, fake, jax.random.key(0))) == pytest.approx(penalty)
+    assert float(task.gradient_penalty(LinearCritic(slope), 1, real, fake, jax.random.key(0))) == pytest.approx(penalty)
 
 
 @pytest.mark.parametrize("slope", [0.5, 1.0, 3.0])
 def test_r1_penalty_is_the_squared_slope_on_real_samples(slope):
-    assert float(Adversarial.r1_penalty(LinearCritic(slope), jnp.ones((8, 2)))) == pytest.approx(slope**2)
+    assert float(Adversarial.r1_penalty(LinearCritic(slope), 1, jnp.ones((8, 2)))) == pytest.approx(slope**2)
 
 
 def test_r1_term_enters_the_discriminator_loss_with_half_its_weight():
@@ -133,7 +131,7 @@ def test_r1_term_enters_the_discriminator_loss_with_half_its_weight():
 
     model = cfg.model.build(cfg.info, nnx.Rngs(params=0))
     x = jnp.asarray(cfg.data.load(SHARED_DATA).train[0][:64])
-    expected = 0.5 * 4 * float(Adversarial.r1_penalty(model.discriminator, x))  # before the update moves D
+    expected = 0.5 * 4 * float(Adversarial.r1_penalty(model.discriminator, model.discriminator.pack, x))  # before the update moves D
     optimizers = GANOptimizers(model, cfg.model, lambda peak: peak)
     metrics = nnx.jit(task.update)(model, optimizers, x, None, jnp.asarray(0), jax.random.key(1))
     assert float(metrics["r1"]) == pytest.approx(expected, rel=1e-5) and expected > 0

@@ -26,36 +26,16 @@ import sys
 
 import pytest
 
-from conftest import REPO, SHARED_DATA, cli_env, run_cli, sets, train_json
+from conftest import FAMILIES, FAMILY_TINY, REPO, SHARED_DATA, cli_env, family_config, run_cli, sets
 
 pytestmark = pytest.mark.e2e  # each test starts processes with 4 CPU devices
 
 RELATIVE = 1e-5
 RELATIVE_FOR = {"dcgan": 3e-4}
-TINY = ["training.steps=4", "training.eval_every=2", "training.batch_size=8", "training.eval_batch_size=64",
-        "training.restore_best=false"]
-SMALL = ["data.n_train=64", "data.n_val=64", "data.n_test=64"]
-IMAGES = ["data.subset=256"]
-
-FAMILIES = {  # name: (experiment file or "" for the default, overrides, placements)
-    "mlp": ("", ["model.width=16"], "1,2,4,4+fsdp"),
-    "cnn": ("", ["model.name=cnn", "model.blocks=[{channels: 4}]", "model.dense=[16]"], "1,2,4"),
-    "rnn": ("adding_rnn", [*SMALL, "model.hidden=16"], "1,4"),
-    "lstm": ("adding_lstm", [*SMALL, "model.hidden=16"], "1,2,4"),
-    "gru": ("adding_gru", [*SMALL, "model.hidden=16"], "1,4"),
-    "transformer_encoder": ("copy_transformer", [*SMALL, "model.width=16", "model.layers=1"], "1,4"),
-    "transformer_decoder": ("", ["model.name=transformer_decoder", "data.name=copy_memory", *SMALL, "model.width=16",
-                                 "model.layers=1"], "1,2,4"),
-    "transformer_seq2seq": ("seq2seq_reverse", [*SMALL, "model.width=16", "model.layers=1", "data.min_length=4",
-                                                "data.max_length=4", "model.context=6"], "1,4"),
-    "vit": ("vit_mnist", [*IMAGES, "model.width=16", "model.layers=1"], "1,4+fsdp"),
-    "autoencoder": ("", ["model.name=autoencoder", "data.normalize=unit"], "1,2,4"),
-    "denoising_autoencoder": ("", ["model.name=denoising_autoencoder", "data.normalize=unit"], "1,4"),
-    "sparse_autoencoder": ("", ["model.name=sparse_autoencoder", "data.normalize=unit"], "1,4"),
-    "vae": ("", ["model.name=vae", "data.normalize=unit"], "1,4"),
-    "gan": ("gan_ring8", SMALL, "1,2,4"),
-    "dcgan": ("dcgan_mnist", [*IMAGES, "model.classifier_run={judge}", "model.g_channels=[8,8,8]",
-                              "model.d_channels=[8,8]"], "1,4"),
+PLACEMENTS = {  # family: the placements each trains on
+    "mlp": "1,2,4,4+fsdp", "cnn": "1,2,4", "rnn": "1,4", "lstm": "1,2,4", "gru": "1,4", "transformer_encoder": "1,4",
+    "transformer_decoder": "1,2,4", "transformer_seq2seq": "1,4", "vit": "1,4+fsdp", "autoencoder": "1,2,4",
+    "denoising_autoencoder": "1,4", "sparse_autoencoder": "1,4", "vae": "1,4", "gan": "1,2,4", "dcgan": "1,4",
 }
 
 
@@ -69,7 +49,7 @@ def placements(experiment: str, overrides: list[str], which: str) -> dict:
     """tests/parallel_runs.py in a process with 4 CPU devices: {placement: result}."""
     config = str(REPO / "experiments" / f"{experiment}.yaml") if experiment else ""
     result = subprocess.run([sys.executable, str(REPO / "tests" / "parallel_runs.py"), config, str(SHARED_DATA), which,
-                             *TINY, *overrides], capture_output=True, text=True, env=device_env(4), cwd=REPO, timeout=600)
+                             *FAMILY_TINY, *overrides], capture_output=True, text=True, env=device_env(4), cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
@@ -91,20 +71,10 @@ def assert_close(a, b, where: str = "", relative: float = RELATIVE) -> None:
         assert a == b, where
 
 
-@pytest.fixture(scope="module")
-def judge(tmp_path_factory) -> str:
-    """A tiny MNIST classifier run, the judge a DCGAN on MNIST needs."""
-    run = tmp_path_factory.mktemp("judge") / "run"
-    train_json("--run-dir", str(run), *sets(*TINY, *IMAGES, "data.name=mnist", "data.normalize=unit", "model.width=16"))
-    return str(run)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_trains_alike_on_one_and_several_devices(family, request):
-    experiment, overrides, which = FAMILIES[family]
-    if any("{judge}" in item for item in overrides):
-        overrides = [item.format(judge=request.getfixturevalue("judge")) for item in overrides]
-    results = placements(experiment, overrides, which)
+    experiment, overrides = family_config(family, request)
+    results = placements(experiment, overrides, PLACEMENTS[family])
     one = results["1"]
     for placement, result in results.items():
         data, _, fsdp = placement.partition("+")

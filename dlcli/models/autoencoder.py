@@ -117,7 +117,7 @@ def corrupt(x: jax.Array, key: jax.Array, kind: str, level: float) -> jax.Array:
     """One example x in [0, 1] -> its corrupted copy: x + N(0, level^2) clipped to [0, 1]
     (gaussian), or x with each value zeroed with probability `level` (masking)."""
     if kind == "gaussian":
-        return jnp.clip(x + level * jax.random.normal(key, x.shape), 0.0, 1.0)
+        return jnp.clip(x + level * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
     return jnp.where(jax.random.bernoulli(key, level, x.shape), 0.0, x)
 
 
@@ -178,7 +178,7 @@ class VAE(nnx.Module):
     def forward(self, x: jax.Array, keys: jax.Array) -> dict[str, jax.Array]:
         """x (B, ...), keys (B,) -> {"logits" of p(x|z) at one z ~ q(z|x), "code": the mean, "kl" (B,)}."""
         mean, log_var = self.posterior(x)
-        eps = jax.vmap(lambda k: jax.random.normal(k, (self.code,)))(keys)
+        eps = jax.vmap(lambda k: jax.random.normal(k, (self.code,), mean.dtype))(keys)
         z = mean + jnp.exp(0.5 * log_var) * eps
         kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
         return {"logits": self.decode(z), "code": mean, "kl": kl}

@@ -62,7 +62,7 @@ class RecurrentDirection(nnx.Module):
             bias[...] = bias[...].at[cfg.hidden: 2 * cfg.hidden].set(1.0)
 
     def initial_carry(self, batch: int) -> Carry:
-        zeros = jnp.zeros((batch, self.hidden))
+        zeros = jnp.zeros((batch, self.hidden), self.recurrent.kernel.dtype)  # the compute dtype
         return (zeros, zeros) if self.cell == "lstm" else (zeros,)
 
     def cell_step(self, carry: Carry, projected: jax.Array) -> Carry:

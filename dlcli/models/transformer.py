@@ -20,6 +20,7 @@ from flax import nnx
 
 from dlcli.data import DatasetInfo
 from dlcli.data.seq2seq import START
+from dlcli.models.precision import param_dtype
 
 if TYPE_CHECKING:  # the specs build these modules; the modules name them in annotations only
     from dlcli.specs.transformer import (TransformerConfig, TransformerDecoderConfig, TransformerEncoderConfig,
@@ -42,7 +43,7 @@ def rotate(x: jax.Array, positions: jax.Array) -> jax.Array:
     half = x.shape[-1] // 2
     frequencies = 1.0 / (10000.0 ** (jnp.arange(half) / half))
     angles = positions[:, None] * frequencies[None, :]  # (T, D/2)
-    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+    cos, sin = (table(angles)[None, :, None, :].astype(x.dtype) for table in (jnp.cos, jnp.sin))
     first, second = x[..., :half], x[..., half:]
     return jnp.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
 
@@ -162,7 +163,7 @@ class Positions(nnx.Module):
         if self.kind == "learned":
             return h + self.table(positions)[None]
         if self.kind == "sinusoidal":
-            return h + sinusoidal_positions(positions, self.width)[None]
+            return h + sinusoidal_positions(positions, self.width)[None].astype(h.dtype)
         return h
 
 
@@ -222,8 +223,8 @@ class Decoder(nnx.Module):
 
     def initial_carry(self, batch: int) -> tuple[list[Cache], jax.Array]:
         """Empty key/value caches, one per block, and the next position 0."""
-        shape = (batch, *self.cache_shape)
-        return [(jnp.zeros(shape), jnp.zeros(shape)) for _ in self.blocks], jnp.zeros((), jnp.int32)
+        shape, dtype = (batch, *self.cache_shape), param_dtype(self)
+        return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in self.blocks], jnp.zeros((), jnp.int32)
 
     def memory(self, memory: jax.Array) -> list[Cache]:
         """The encoder's output (B, S, W) -> each block's cross-attention keys and values,

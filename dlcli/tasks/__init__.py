@@ -8,6 +8,7 @@ generic step, loop and evaluation call only what `Task` declares.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,12 +17,14 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dlcli.models.precision import computing_in, lowered, raised
 from dlcli.optim import make_optimizer, make_schedule
 from dlcli.registry import Registry
 
 TASKS: Registry[type] = Registry("task")
 
 
+@dataclasses.dataclass(frozen=True)
 class Task:
     """One training regime.
 
@@ -36,14 +39,17 @@ class Task:
     rows count for nothing) that `finalize` turns into the split's metrics on the host,
     so evaluating in batches of any size gives the same figures as one pass.
     `training_splits` is the data as the task uses it (an anomaly detector trains on
-    the normal classes alone), `optimizer` makes the optimizer and schedule, `prepared` the task ready for the data
-and referenced runs (a GAN's judge). `progress_metric` is the training metric the
-progress bar shows. Two hooks run on
-    the host: `evaluated` after each evaluation (it may add "warnings" to the record),
-    `finished` after the final test measurement (extra metrics and files).
+    the normal classes alone), `optimizer` makes the optimizer and schedule, `prepared`
+    the task ready for the data and referenced runs (a GAN's judge). `progress_metric`
+    is the training metric the progress bar shows. Two hooks run on the host:
+    `evaluated` after each evaluation (it may add "warnings" to the record), `finished`
+    after the final test measurement (extra metrics and files).
+    `precision` is the compute dtype of `update` and of evaluation (`training.precision`,
+    see `dlcli.models.precision`); `loss` and `eval_sums` see float32 outputs.
     """
 
     progress_metric: ClassVar[str] = "accuracy"
+    precision: str = dataclasses.field(default="float32", kw_only=True)
 
     @classmethod
     def from_config(cls, cfg) -> "Task":
@@ -79,7 +85,9 @@ progress bar shows. Two hooks run on
         def loss_fn(model):
             # made inside the differentiated trace, as NNX requires
             rngs = nnx.Rngs(dropout=key, noise=jax.random.fold_in(key, 1))
-            return self.loss(model(x, rngs=rngs), y, step)
+            with computing_in(self.precision, model) as computing:
+                outputs = raised(computing(lowered(x, self.precision), rngs=rngs), self.precision)
+            return self.loss(outputs, y, step)
 
         (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         optimizer.update(model, grads)
@@ -87,6 +95,11 @@ progress bar shows. Two hooks run on
 
     def eval_outputs(self, model, x, index: jax.Array):
         return model(x)
+
+    def evaluation_outputs(self, model, x, index: jax.Array):
+        """`eval_outputs` computed in the task's precision, returned in float32."""
+        with computing_in(self.precision, model, training=False) as computing:
+            return raised(self.eval_outputs(computing, lowered(x, self.precision), index), self.precision)
 
     def eval_sums(self, outputs, targets: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
         raise NotImplementedError
@@ -106,4 +119,4 @@ def make_task(cfg) -> Task:
     """The task of an experiment config (`cfg.task_kind`)."""
     from dlcli.tasks import adversarial, reconstruction, supervised  # noqa: F401  (register the tasks)
 
-    return TASKS.get(cfg.task_kind).from_config(cfg)
+    return dataclasses.replace(TASKS.get(cfg.task_kind).from_config(cfg), precision=cfg.training.precision)

@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 
 from dlcli.models.gan import GANOptimizers
+from dlcli.models.precision import computing_in, lowered, raised
 from dlcli.optim import make_schedule
 from dlcli.runs import RunDir
 from dlcli.tasks import TASKS, Task
@@ -199,35 +200,44 @@ class Adversarial(Task):
             return jax.nn.softplus(-fake_scores).mean()
         return -fake_scores.mean()
 
-    def gradient_penalty(self, discriminator, real, fake, key) -> jax.Array:
-        """Mean of (||d D / d x_hat|| - 1)^2 over packs of points x_hat on the lines between real and fake samples."""
+    def gradient_penalty(self, score, pack: int, real, fake, key) -> jax.Array:
+        """Mean of (||d D / d x_hat|| - 1)^2 over packs of points x_hat on the lines
+        between real and fake samples; `score` is the discriminator D, `pack` the number
+        of samples it scores as one."""
         batch = real.shape[0]
         mix = jax.random.uniform(key, (batch,) + (1,) * (real.ndim - 1))
         between = mix * real + (1 - mix) * fake
-        grads = jax.grad(lambda b: discriminator(b).sum())(between)
-        packs = grads.reshape(batch // discriminator.pack, -1)  # one gradient per input the critic scores
+        grads = jax.grad(lambda b: score(b).sum())(between)
+        packs = grads.reshape(batch // pack, -1)  # one gradient per input the critic scores
         return jnp.mean((jnp.sqrt(jnp.sum(packs**2, axis=1) + 1e-12) - 1.0) ** 2)
 
     @staticmethod
-    def r1_penalty(discriminator, real) -> jax.Array:
+    def r1_penalty(score, pack: int, real) -> jax.Array:
         """Mean over packs of ||d D / d x||^2 at the real samples x (B, ...)."""
-        grads = jax.grad(lambda r: discriminator(r).sum())(real)
-        return jnp.mean(jnp.sum(grads.reshape(real.shape[0] // discriminator.pack, -1) ** 2, axis=1))
+        grads = jax.grad(lambda r: score(r).sum())(real)
+        return jnp.mean(jnp.sum(grads.reshape(real.shape[0] // pack, -1) ** 2, axis=1))
+
+    def _in_precision(self, module):
+        """`module` (computing in the task's precision) as a function of float32 inputs to float32 outputs."""
+        return lambda inputs: raised(module(lowered(inputs, self.precision)), self.precision)
 
     def update(self, model, optimizers, x, y, step, key) -> dict[str, jax.Array]:
         """One discriminator step on the real batch x (B, ...) (its labels y are not
         used), and a generator step when (step + 1) % n_critic == 0. Returns the step's metrics."""
         batch = x.shape[0]
         d_key, gp_key, g_key = jax.random.split(key, 3)
-        fake = jax.lax.stop_gradient(model.generator(jax.random.normal(d_key, (batch, self.latent))))
+        with computing_in(self.precision, model.generator) as generator:
+            fake = jax.lax.stop_gradient(self._in_precision(generator)(jax.random.normal(d_key, (batch, self.latent))))
 
         def d_objective(discriminator):
-            real_scores, fake_scores = discriminator(x), discriminator(fake)
-            loss = self._d_loss(real_scores, fake_scores)
-            gp = self.penalty * self.gradient_penalty(discriminator, x, fake, gp_key) if self.penalty else jnp.asarray(0.0)
-            terms = {"d_loss": loss, "gp": gp}
-            if self.r1:
-                terms["r1"] = 0.5 * self.r1 * self.r1_penalty(discriminator, x)
+            with computing_in(self.precision, discriminator) as computing:
+                score, pack = self._in_precision(computing), discriminator.pack
+                real_scores, fake_scores = score(x), score(fake)
+                loss = self._d_loss(real_scores, fake_scores)
+                gp = self.penalty * self.gradient_penalty(score, pack, x, fake, gp_key) if self.penalty else jnp.asarray(0.0)
+                terms = {"d_loss": loss, "gp": gp}
+                if self.r1:
+                    terms["r1"] = 0.5 * self.r1 * self.r1_penalty(score, pack, x)
             return sum(terms.values()), {**terms, "d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
 
         (d_total, d_metrics), d_grads = nnx.value_and_grad(d_objective, has_aux=True)(model.discriminator)
@@ -235,7 +245,9 @@ class Adversarial(Task):
 
         def g_step(model, optimizers):
             def g_objective(generator):
-                return self._g_loss(model.discriminator(generator(jax.random.normal(g_key, (batch, self.latent)))))
+                with computing_in(self.precision, generator) as g, computing_in(self.precision, model.discriminator) as d:
+                    fake = g(lowered(jax.random.normal(g_key, (batch, self.latent)), self.precision))
+                    return self._g_loss(raised(d(fake), self.precision))
 
             g_loss, g_grads = nnx.value_and_grad(g_objective)(model.generator)
             optimizers.generator.update(model.generator, g_grads)
@@ -268,7 +280,8 @@ class Adversarial(Task):
     def eval_outputs(self, model, x, index):
         """One generated sample per example (B, ...), its latent a function of the example's index alone."""
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(EVAL_LATENT_KEY), i))(index)
-        return model.generate(jax.vmap(lambda k: jax.random.normal(k, (self.latent,)))(keys))
+        latents = jax.vmap(lambda k: jax.random.normal(k, (self.latent,)))(keys)
+        return model.generate(lowered(latents, self.precision))
 
     def eval_sums(self, samples, y, mask):
         if self.judge is not None:

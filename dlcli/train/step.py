@@ -98,7 +98,7 @@ class CompiledSteps:
     def _eval_batches_fn(self, state, x, y, mask, index):
         """x (NB, B, ...), y (NB, B, ...), mask and example index (NB, B) -> the task's sums over all rows."""
         model, _ = nnx.merge(self.eval_graphdef, state)
-        per_batch = jax.lax.map(lambda b: self.task.eval_sums(self.task.eval_outputs(model, b[0], b[3]), b[1], b[2]),
+        per_batch = jax.lax.map(lambda b: self.task.eval_sums(self.task.evaluation_outputs(model, b[0], b[3]), b[1], b[2]),
                                 (x, y, mask, index))
         return jax.tree.map(lambda a: a.sum(axis=0), per_batch)
 
