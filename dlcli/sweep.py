@@ -5,6 +5,9 @@ the metric to optimise. Each trial is an ordinary run folder trained by `dlcli.b
 in worker processes, so a sweep resumes where it stopped and one failing trial is
 recorded with its error while the others go on. Results are written sorted by the
 metric (CSV and JSON), and the best trial's config as a YAML file `dlcli train` accepts.
+A grid or random sweep runs its trials here; the optuna strategy, and any strategy
+given a shared storage (several sweep processes, here or on other hosts, working through
+one study), keep them in an Optuna study (`dlcli.sweep_optuna`).
 
 ```yaml
 base: mlp_digits.yaml          # relative to the sweep file; omit for the built-in default
@@ -28,6 +31,8 @@ import dataclasses
 import itertools
 import json
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -95,9 +100,12 @@ class Sweep:
         overrides = [*self.cfg.set, *(f"{key}={json.dumps(value)}" for key, value in params.items())]
         return load_config(self.base_path, overrides).to_dict()
 
+    def run_dir(self, index: int) -> Path:
+        return self.folder / "trials" / f"trial-{index:03d}"
+
     def job(self, index: int, params: dict) -> Job:
         config = self.trial_config(params) | {"name": f"{self.cfg.name}-trial-{index:03d}"}
-        return Job(f"trial-{index:03d}", config, self.folder / "trials" / f"trial-{index:03d}")
+        return Job(f"trial-{index:03d}", config, self.run_dir(index))
 
 
 def load_sweep(path: Path, out: Path | None = None) -> Sweep:
@@ -153,14 +161,17 @@ class Trial:
     run_dir: str | None = None
 
 
-def run_sweep(sweep: Sweep, *, workers: int | None, data_dir: Path,
-              on_done: Callable[[JobResult], None] = lambda r: None) -> list[Trial]:
-    """Train every trial not yet finished; all trials, sorted best first (failures last)."""
+def run_sweep(sweep: Sweep, *, workers: int | None, data_dir: Path, storage: str | None = None,
+              dead_after: int = 60, on_done: Callable[[JobResult], None] = lambda r: None) -> list[Trial]:
+    """Train every trial not yet finished; all trials, sorted best first (failures last).
+    `storage` (a SQLAlchemy URL or journal:PATH) shares the study with other sweep
+    processes; one of theirs silent for `dead_after` seconds is taken as dead."""
     workers = workers or sweep.cfg.workers
-    if sweep.cfg.strategy == "optuna":
-        from dlcli.sweep_optuna import run_optuna
+    if sweep.cfg.strategy == "optuna" or storage is not None:
+        from dlcli.sweep_optuna import run_study
 
-        trials = run_optuna(sweep, workers=workers, data_dir=data_dir, on_done=on_done)
+        trials = run_study(sweep, storage, workers=workers, data_dir=data_dir, dead_after=dead_after,
+                           on_done=on_done)
     else:
         trials, jobs = [], []
         for index, params in enumerate(trial_params(sweep)):
@@ -195,15 +206,22 @@ def write_results(sweep: Sweep, trials: list[Trial]) -> dict:
             "direction": sweep.cfg.direction, "trials": [dataclasses.asdict(t) for t in trials],
             "finished": len(done), "failed": sum(t.status == "failed" for t in trials),
             "best": dataclasses.asdict(best) if best else None}
-    (sweep.folder / "results.json").write_text(json.dumps(data, indent=2))
+    _write(sweep.folder / "results.json", json.dumps(data, indent=2))
     header = ["trial", "status", sweep.cfg.metric, *keys, "error"]
     rows = [[f"{t.index:03d}", t.status, "" if t.value is None else repr(t.value), *(str(t.params[k]) for k in keys),
              (t.error or "").replace(",", ";")] for t in trials]
-    (sweep.folder / "results.csv").write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    _write(sweep.folder / "results.csv", "\n".join(",".join(r) for r in [header, *rows]) + "\n")
     if best is not None:
         config = sweep.trial_config(best.params) | {"name": f"{sweep.cfg.name}-best"}
-        (sweep.folder / "best.yaml").write_text(
-            f"# best trial {best.index:03d} of sweep {sweep.cfg.name}: {sweep.cfg.metric} = {best.value}\n"
-            + yaml.safe_dump(config, sort_keys=False))
+        _write(sweep.folder / "best.yaml",
+               f"# best trial {best.index:03d} of sweep {sweep.cfg.name}: {sweep.cfg.metric} = {best.value}\n"
+               + yaml.safe_dump(config, sort_keys=False))
         data["best_config"] = str(sweep.folder / "best.yaml")
     return data
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace `path` at once: the sweep processes sharing a study each write the results."""
+    partial = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)

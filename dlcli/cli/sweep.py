@@ -17,20 +17,34 @@ def sweep_command(
     sweep_file: Path = typer.Argument(..., metavar="SWEEP.yaml", help="Sweep file: base, space, strategy, metric."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Trials trained at once (default: the file's workers)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder; default sweeps/<name>."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", metavar="URL",
+        help="Work through one study with other sweep processes, here or on other hosts: a database URL "
+             "(postgresql://USER:PASSWORD@HOST/DB, any SQLAlchemy URL) or journal:PATH, a journal file on a "
+             "filesystem they all see. Give them all the same --out, on such a filesystem too."),
+    dead_after: int = typer.Option(
+        60, "--dead-after", metavar="SECONDS",
+        help="With --storage: a trial whose sweep process has sent no heartbeat for this long is taken as dead "
+             "and queued again."),
     data_dir: Optional[Path] = DataDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Run a sweep; rerunning it trains only the trials that have not finished.
 
     Results sorted by the metric go to results.csv and results.json, the best trial's
-    config to best.yaml (ready for `dlcli train`). Exit code 0 when at least one trial
-    finished, 1 when every trial failed, 2 for a bad sweep file.
+    config to best.yaml (ready for `dlcli train`). With --storage, every process started
+    with the same URL takes trials from one shared study, and each reports the whole
+    study once all its trials have finished. Exit code 0 when at least one trial
+    finished, 1 when every trial failed, 2 for a bad sweep file or storage.
     """
     from dlcli.errors import BadInput, TrainingFailure
     from dlcli.sweep import load_sweep, run_sweep, write_results
 
     if workers is not None and workers < 1:
         raise BadInput(f"--workers must be at least 1, got {workers}")
+    if dead_after < 3:
+        raise BadInput(f"--dead-after must be at least 3 seconds (a heartbeat goes every SECONDS/6, at least "
+                       f"every second), got {dead_after}")
     sweep = load_sweep(sweep_file, out)
     from dlcli.console import stderr
 
@@ -41,7 +55,8 @@ def sweep_command(
             stderr.print(f"[red]{result.status}[/]{' (earlier)' if result.cached else ''} {result.key}: {result.error}",
                          soft_wrap=True)
 
-    trials = run_sweep(sweep, workers=workers, data_dir=data_dir_or_default(data_dir), on_done=report)
+    trials = run_sweep(sweep, workers=workers, data_dir=data_dir_or_default(data_dir), storage=storage,
+                       dead_after=dead_after, on_done=report)
     data = write_results(sweep, trials)
     if as_json:
         print_json(data)
