@@ -54,7 +54,7 @@ SLOT, PLANNED, VOID = "slot", "planned_slots", "void"  # user attributes: a tria
 RETRY_OF = "failed_trial"  # the system attribute Optuna's retry callback sets on a retry
 HEARTBEAT = "dlcli:heartbeat"  # a journal trial's last heartbeat (time.time() of its process)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-LOST = f"its sweep process died {RETRIES + 1} times while training it (no heartbeat)"
+LOST = f"lost: its sweep process died while training it (no heartbeat), and it had been retried {RETRIES} times"
 
 
 def run_study(sweep: Sweep, storage_url: str | None, *, workers: int, data_dir: Path, dead_after: int,
@@ -112,9 +112,11 @@ def open_storage(url: str, dead_after: int):
         for attempt in range(SCHEMA_TRIES):
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
+            # processes creating a new database's tables at once collide in PostgreSQL's
+            # catalogue; the losers open it again once the winner's tables are there
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                if attempt == SCHEMA_TRIES - 1:  # several processes creating the tables at once
-                    raise  # collide in PostgreSQL's catalogue; the losers try again once it is there
+                if attempt == SCHEMA_TRIES - 1:
+                    raise
                 time.sleep(POLL_S)
     except ImportError as err:
         raise BadInput(f"--storage {shown}: its database driver is not installed ({err.__cause__}); for "
