@@ -176,11 +176,27 @@ def _integer_keys(tree: Any) -> Any:
     return tree
 
 
+def whole_array(array: Any) -> Any:
+    """The whole of an array in this process: itself, or for a global array of a
+    multi-process run its own copy when replicated, else the pieces gathered from every
+    process (a collective: every process must ask at the same point)."""
+    import jax
+
+    if not isinstance(array, jax.Array) or array.is_fully_addressable:
+        return array
+    if array.is_fully_replicated:
+        return array.addressable_data(0)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(array, tiled=True)
+
+
 def state_digest(state: Any) -> str:
-    """sha256 over every array of a pure state, in pytree order."""
+    """sha256 over every array of a pure state, in pytree order (the same in every
+    process of a multi-process run, whatever the arrays' sharding)."""
     import jax
 
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(state):
-        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+        digest.update(np.ascontiguousarray(jax.device_get(whole_array(leaf))).tobytes())
     return digest.hexdigest()

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default, print_json
+from dlcli.cli.options import (CoordinatorOption, DataDirOption, DistributedOption, InitTimeoutOption, JsonOption,
+                               NumProcessesOption, ProcessIdOption, data_dir_or_default, join_cluster, print_json)
 
 
 class Split(str, Enum):
@@ -26,12 +27,21 @@ def eval_command(
     shift: int = typer.Option(0, "--shift", help="Translate each image by up to this many pixels first (robustness)."),
     data_dir: Optional[Path] = DataDirOption,
     as_json: bool = JsonOption,
+    coordinator: Optional[str] = CoordinatorOption,
+    num_processes: Optional[int] = NumProcessesOption,
+    process_id: Optional[int] = ProcessIdOption,
+    distributed: bool = DistributedOption,
+    init_timeout: int = InitTimeoutOption,
 ) -> None:
-    """Evaluate a run's checkpoint on the validation or test split."""
+    """Evaluate a run's checkpoint on the validation or test split (on every device of
+    every process, when started in each process of a multi-process job like `dlcli train`)."""
+    join_cluster(coordinator, num_processes, process_id, distributed, init_timeout)
+    from dlcli.train.distributed import peer_lost
     from dlcli.train.evaluate import evaluate_run
 
-    result = evaluate_run(run_dir, checkpoint=checkpoint, split=split.value, data_dir=data_dir_or_default(data_dir),
-                          shift=shift)
+    with peer_lost():
+        result = evaluate_run(run_dir, checkpoint=checkpoint, split=split.value,
+                              data_dir=data_dir_or_default(data_dir), shift=shift)
     if as_json:
         print_json(result)
         return

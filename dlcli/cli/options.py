@@ -16,6 +16,28 @@ DataDirOption = typer.Option(
     help="Folder holding datasets (mnist/, fashion_mnist/); default: the user cache directory.")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 
+# joining a multi-process run (`dlcli.train.distributed`); each also read from the environment
+CoordinatorOption = typer.Option(
+    None, "--coordinator", envvar="DLCLI_COORDINATOR", metavar="HOST:PORT", rich_help_panel="Multi-process",
+    help="Process 0's address: join a run of --num-processes processes (each with its --process-id).")
+NumProcessesOption = typer.Option(None, "--num-processes", envvar="DLCLI_NUM_PROCESSES", rich_help_panel="Multi-process",
+                                  help="How many processes the run has.")
+ProcessIdOption = typer.Option(None, "--process-id", envvar="DLCLI_PROCESS_ID", rich_help_panel="Multi-process",
+                               help="This process's id, 0 .. num-processes - 1; process 0 writes the run's files.")
+DistributedOption = typer.Option(
+    False, "--distributed", rich_help_panel="Multi-process",
+    help="Join a multi-process run described by the cluster's environment (Slurm, Open MPI, a TPU pod).")
+InitTimeoutOption = typer.Option(300, "--init-timeout", metavar="SECONDS", rich_help_panel="Multi-process",
+                                 help="How long to wait for every process to join.")
+
+
+def join_cluster(coordinator: Optional[str], num_processes: Optional[int], process_id: Optional[int],
+                 distributed: bool, init_timeout: int) -> None:
+    """Join the multi-process run the options describe (nothing for a single process)."""
+    from dlcli.train.distributed import Cluster
+
+    Cluster(coordinator, num_processes, process_id, distributed, init_timeout).join()
+
 
 def data_dir_or_default(data_dir: Optional[Path]) -> Path:
     from dlcli.data import default_data_dir

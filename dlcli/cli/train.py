@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, SeedOption, SetOption, data_dir_or_default, print_json
+from dlcli.cli.options import (CoordinatorOption, DataDirOption, DistributedOption, InitTimeoutOption, JsonOption,
+                               NumProcessesOption, ProcessIdOption, SeedOption, SetOption, data_dir_or_default,
+                               join_cluster, print_json)
 
 
 @app.command("train")
@@ -22,16 +24,29 @@ def train_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --run-dir."),
     data_dir: Optional[Path] = DataDirOption,
     as_json: bool = JsonOption,
+    coordinator: Optional[str] = CoordinatorOption,
+    num_processes: Optional[int] = NumProcessesOption,
+    process_id: Optional[int] = ProcessIdOption,
+    distributed: bool = DistributedOption,
+    init_timeout: int = InitTimeoutOption,
 ) -> None:
-    """Train an experiment: progress on stderr, a summary table (or --json) on stdout."""
+    """Train an experiment: progress on stderr, a summary table (or --json) on stdout.
+
+    A multi-process run starts this same command in every process, each with the same
+    --coordinator and --num-processes and its own --process-id (or --distributed under
+    Slurm, Open MPI or on a TPU pod); the run folder must be on a filesystem they all see.
+    """
     from dlcli.config import load_config
 
     cfg = load_config(config, set_ or [], seed)
     run_dir = run_dir if run_dir is not None else Path("runs") / cfg.name
+    join_cluster(coordinator, num_processes, process_id, distributed, init_timeout)
 
+    from dlcli.train.distributed import peer_lost
     from dlcli.train.loop import fit
 
-    summary = fit(cfg, run_dir, data_dir=data_dir_or_default(data_dir), resume=resume, overwrite=overwrite)
+    with peer_lost():
+        summary = fit(cfg, run_dir, data_dir=data_dir_or_default(data_dir), resume=resume, overwrite=overwrite)
     if as_json:
         print_json({k: v for k, v in summary.items() if k != "confusion"})
     else:

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from dlcli.checkpoint import whole_array
 from dlcli.config import ExperimentConfig, ParallelConfig
 from dlcli.data import Splits, num_examples
 from dlcli.errors import BadInput
@@ -52,8 +53,13 @@ class Experiment:
         return self._staged[split]
 
     def eval_model(self) -> nnx.Module:
-        """The model at the current state, in evaluation mode (for host-side measurements)."""
-        model, _ = nnx.merge(self.steps.eval_graphdef, self.steps.state)
+        """The model at the current state, in evaluation mode (for host-side measurements);
+        in a multi-process run a whole copy on this process's first device, so what it
+        computes involves no other process."""
+        state = self.steps.state
+        if jax.process_count() > 1:
+            state = jax.tree.map(lambda a: jax.device_put(whole_array(a), jax.local_devices()[0]), state)
+        model, _ = nnx.merge(self.steps.eval_graphdef, state)
         return model
 
     def checkpoint_items(self) -> dict[str, dict]:

@@ -29,6 +29,7 @@ from dlcli.data import num_examples
 from dlcli.errors import BadInput, TrainingFailure
 from dlcli.runlog import MetricsLog
 from dlcli.runs import RunDir
+from dlcli.train.distributed import barrier, outputs_folder, writes_outputs
 from dlcli.train.experiment import EpochSampler, Experiment, build_experiment
 
 
@@ -53,12 +54,14 @@ class Bookkeeping:
 
 def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = False,
         overwrite: bool = False, show_progress: bool = True) -> dict:
-    """Train `cfg` into `run_dir` and return the run summary (also saved as summary.json)."""
+    """Train `cfg` into `run_dir` and return the run summary (also saved as summary.json).
+    In a multi-process run every process calls this alike (`dlcli.train.distributed`)."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
     run.check_for_training(cfg, resume=resume, overwrite=overwrite)
     exp = build_experiment(cfg, data_dir, run.references(cfg) if resume else None)
     exp.placement.check_batch(cfg.training.batch_size, "training.batch_size")
+    barrier("checked")  # every process has read the folder before process 0 changes it
     book, step = Bookkeeping(), 0
     checkpoints = None
     if resume:
@@ -71,20 +74,23 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
         exp.load_checkpoint_items(items)
         book = Bookkeeping(**meta["bookkeeping"])
         step = int(meta["step"])
-    elif overwrite and run_dir.exists():
+    elif overwrite and run_dir.exists() and writes_outputs():
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run.write_config(cfg)
-    run.write_references(exp.references)
-    if exp.splits.info.vocab is not None:
-        run.write_vocab(exp.splits.info.vocab)
-    checkpoints = checkpoints or run.checkpoints(cfg)
-    log = MetricsLog(run_dir, resume_step=step if resume else None)
-    try:
-        return _train(exp, run_dir, checkpoints, log, book, step, show_progress, data_dir)
-    finally:
-        checkpoints.close()
-        log.close()
+    barrier("cleared")
+    with outputs_folder(run_dir) as outputs:
+        outputs.mkdir(parents=True, exist_ok=True)
+        RunDir(outputs).write_config(cfg)
+        RunDir(outputs).write_references(exp.references)
+        if exp.splits.info.vocab is not None:
+            RunDir(outputs).write_vocab(exp.splits.info.vocab)
+        checkpoints = checkpoints or run.checkpoints(cfg)
+        log = MetricsLog(outputs, resume_step=step if resume else None)
+        try:
+            summary = _train(exp, outputs, checkpoints, log, book, step, show_progress, data_dir)
+        finally:
+            checkpoints.close()
+            log.close()
+    return {**summary, "run_dir": str(run_dir)}
 
 
 def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog,
@@ -111,7 +117,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                 if bad.size:
                     raise TrainingFailure(
                         f"loss became {metrics['loss'][bad[0]]} at step {step + int(bad[0]) + 1}; stopped, keeping the last "
-                        f"good checkpoint (step {checkpoints.latest_step()}) in {run_dir}; lower optimizer.learning_rate "
+                        f"good checkpoint (step {checkpoints.latest_step()}) in {checkpoints.directory}; lower optimizer.learning_rate "
                         "or set optimizer.clip_norm")
                 step += count
                 chunks.append(metrics)

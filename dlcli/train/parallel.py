@@ -96,9 +96,15 @@ class Placement:
         return jax.tree.map(lambda a: self.put(a, self.replicated()), tree)
 
     def put_state(self, state):
-        """The training state laid out as configured: once per run, so a plain
-        `device_put` (its arrays may be typed PRNG keys, which have no host form)."""
-        return jax.device_put(state, self.state_shardings(state))
+        """The training state (built in this process) laid out as configured; typed PRNG
+        keys, which have no host form, travel as their key data and stay replicated."""
+        def place(leaf, sharding):
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                data = self.put(jax.random.key_data(leaf), self.replicated())
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+            return self.put(leaf, sharding)
+
+        return jax.tree.map(place, state, self.state_shardings(state))
 
     def check_batch(self, batch_size: int, option: str) -> None:
         if batch_size % self.data_size:

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dlcli.checkpoint import whole_array
 from dlcli.data import num_examples
 from dlcli.tasks import Task
 from dlcli.train.parallel import Placement
@@ -48,7 +49,7 @@ class CompiledSteps:
         self.placement = placement
         self.program_key = program_key  # None: this run's executables are its own
         self.schedule = schedule
-        self.key = jax.device_put(jax.random.key(seed), placement.replicated())
+        self.key = placement.put_state(jax.random.key(seed))
         self.train_graphdef, state = nnx.split((model, optimizer))
         # committed to the mesh as a restored checkpoint's arrays are, so a fresh and a
         # resumed run lower to the same program (and share its compilation cache entry)
@@ -142,25 +143,34 @@ class CompiledSteps:
     def compiled_shapes(self) -> list[tuple]:
         return list(self._executables)
 
+    def flops(self, name: str = "train") -> float | None:
+        """XLA's count of floating-point operations in the first compiled `name` program
+        (for train: one chunk of steps), None before it is compiled or where the backend
+        does not count (for a benchmark's model FLOPs utilisation)."""
+        compiled = next((exe for shapes, exe in self._executables.items() if shapes[0] == name), None)
+        analysis = compiled.cost_analysis() if compiled is not None else None
+        analysis = analysis[0] if isinstance(analysis, (list, tuple)) and analysis else analysis
+        return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
     def train_chunk(self, x: jax.Array, y: jax.Array, batch_indices: np.ndarray, first_step: int) -> dict[str, np.ndarray]:
         """Run len(batch_indices) steps starting at global step `first_step`."""
         place = self.placement
         steps = place.put(np.arange(first_step, first_step + len(batch_indices), dtype=np.int32), place.replicated())
         args = (self.state, x, y, place.put(batch_indices, place.split(1)), steps, self.key)
         self.state, metrics = self._compiled("train", self._train_chunk, *args)(*args)
-        return jax.device_get(metrics)
+        return jax.device_get(jax.tree.map(whole_array, metrics))
 
     def evaluate(self, batches: "EvalBatches") -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """The task's metrics over one staged split, and the raw sums (for a confusion matrix)."""
         args = (self.state, batches.x, batches.y, batches.mask, batches.index)
-        sums = jax.device_get(self._compiled("eval", self._eval_batches, *args)(*args))
+        sums = jax.device_get(jax.tree.map(whole_array, self._compiled("eval", self._eval_batches, *args)(*args)))
         return self.task.finalize(sums), sums
 
     def gradient_flow(self, batches: "EvalBatches") -> np.ndarray:
         """(T,) norms of d(loss)/d(h_t) on the first batch of a staged split."""
         x, y = jax.tree.map(lambda a: a[0], batches.x), batches.y[0]
         args = (self.state, x, y)
-        return np.asarray(jax.device_get(self._compiled("gradient_flow", self._gradient_flow, *args)(*args)))
+        return np.asarray(jax.device_get(whole_array(self._compiled("gradient_flow", self._gradient_flow, *args)(*args))))
 
 
 class EvalBatches:
