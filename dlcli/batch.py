@@ -3,8 +3,10 @@
 Worker processes (`dlcli.worker`) start JAX once and run job after job, so a batch
 pays the start-up once per worker, not once per run. They isolate failures (a crash,
 a NaN, an impossible config fails that job alone; a dead worker is replaced) and let
-each worker set JAX's thread and memory variables before JAX is imported. Jobs are resumable: a run folder with `summary.json` is finished and is
-read, not retrained; one with checkpoints but no summary (killed, interrupted) is
+each worker set JAX's thread and memory variables before JAX is imported: CPU threads
+and GPU memory are divided among the workers, and on a machine with several GPUs each
+worker gets its own (`CUDA_VISIBLE_DEVICES`), in turn. Jobs are resumable: a run folder
+with `summary.json` is finished and is read, not retrained; one with checkpoints but no summary (killed, interrupted) is
 continued with `--resume`; a recorded failure is reported again, not retried. Ctrl-C
 stops the workers and leaves exactly that state, so a rerun completes the batch.
 """
@@ -64,12 +66,27 @@ class JobResult:
     cached: bool = False  # read back from an earlier invocation, not run now
 
 
-def worker_env(workers: int, data_dir: Path) -> dict:
-    """The environment of a worker: JAX's threads and memory divided among `workers`."""
+def visible_gpus() -> list[str]:
+    """The GPUs the workers may use, found without starting JAX: the entries of
+    CUDA_VISIBLE_DEVICES where it is set, else one per /dev/nvidiaN; none when
+    `--platform` (JAX_PLATFORMS) names another platform."""
+    if os.environ.get("JAX_PLATFORMS", "gpu") not in ("gpu", "cuda"):
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    return sorted((p.name[len("nvidia"):] for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
+
+
+def worker_env(workers: int, data_dir: Path, gpus: list[str]) -> dict:
+    """The environment every worker shares: JAX's CPU threads divided among `workers`, no
+    GPU memory taken up front and at most its share of a GPU (the workers that share
+    one of `gpus`, or all of them on a machine without GPUs that says so)."""
     env = dict(os.environ)
     env["DLCLI_DATA_DIR"] = str(data_dir)
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / workers:.3f}"
+    sharing = -(-workers // len(gpus)) if gpus else workers
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.3f}"
     if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
         flags = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
@@ -86,7 +103,8 @@ class JobPool:
 
     def __init__(self, *, workers: int, data_dir: Path):
         self.workers = max(1, workers)
-        self._runner = _Runner(worker_env(workers, data_dir))
+        gpus = visible_gpus()
+        self._runner = _Runner(worker_env(self.workers, data_dir, gpus), gpus)
 
     def __enter__(self) -> "JobPool":
         return self
@@ -175,8 +193,8 @@ class _Runner:
     interrupted as Ctrl-C interrupts `dlcli train`, and its worker goes on; a worker that
     dies loses its job alone, and the next job gets a new worker."""
 
-    def __init__(self, env: dict):
-        self.env = env
+    def __init__(self, env: dict, gpus: list[str]):
+        self.env, self.gpus = env, gpus
         self.stopping = threading.Event()
         self._idle: list[_Worker] = []
         self._workers: set[_Worker] = set()
@@ -247,8 +265,9 @@ class _Runner:
                     return worker
                 self._workers.discard(worker)
                 worker.kill()  # reaps it and closes its log
-        worker = _Worker(self.env)
-        with self._lock:
+            slot = min(set(range(len(self._workers) + 1)) - {w.slot for w in self._workers})
+            env = {**self.env, "CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]} if self.gpus else self.env
+            worker = _Worker(env, slot)
             self._workers.add(worker)
         if self.stopping.is_set():  # `stop` may have run while this one started
             worker.kill()
@@ -282,7 +301,8 @@ class _Worker:
     terminal reaches the batch, which stops the workers itself); what it prints below
     Python goes to a temporary log, whose last line explains a crash."""
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, slot: int):
+        self.slot = slot  # which of the runner's places it holds (and so which GPU)
         self._log = tempfile.TemporaryFile("w+")
         self._process = subprocess.Popen([sys.executable, "-m", "dlcli.worker"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,

@@ -194,8 +194,13 @@ def _read_config(path: Path, missing: str) -> ExperimentConfig:
 
 
 def _what_runs(cfg: ExperimentConfig) -> dict:
-    """The config less where it runs (`parallel`): a run resumes on any number of devices."""
-    return {key: value for key, value in cfg.to_dict().items() if key != "parallel"}
+    """The config less where and how it runs, which do not change what it computes: the
+    devices (`parallel`), the steps per dispatch and how a convolution is computed
+    (`model.conv_impl`). A run resumes on any number of devices, on another backend."""
+    what = {key: value for key, value in cfg.to_dict().items() if key != "parallel"}
+    what["training"] = {k: v for k, v in what["training"].items() if k != "steps_per_dispatch"}
+    what["model"] = {k: v for k, v in what["model"].items() if k != "conv_impl"}
+    return what
 
 
 def _differences(a, b, path: str = "") -> list[str]:

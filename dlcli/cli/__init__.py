@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from enum import Enum
+from typing import Optional
 
 import typer
 
@@ -21,6 +23,24 @@ app = typer.Typer(
 )
 config_app = typer.Typer(no_args_is_help=True, help="Inspect experiment configs.")
 app.add_typer(config_app, name="config")
+
+
+class Platform(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+    tpu = "tpu"
+
+
+@app.callback()
+def global_options(
+    platform: Optional[Platform] = typer.Option(
+        None, "--platform", envvar="DLCLI_PLATFORM",
+        help="Where JAX computes (before the command: dlcli --platform gpu train ...); default: the best there is. "
+             "Worker processes of compare and sweep inherit it."),
+) -> None:
+    """Deep-learning experiments from the command line: train, eval, compare, sweep."""
+    if platform is not None:
+        os.environ["JAX_PLATFORMS"] = platform.value  # read when JAX first starts a backend
 
 
 def reports_errors(command):
@@ -38,6 +58,14 @@ def reports_errors(command):
         except KeyboardInterrupt:
             error("interrupted; rerun the same command with --resume (train) or as it was (compare, sweep) to continue")
             raise typer.Exit(130) from None
+        except RuntimeError as err:
+            if "Unable to initialize backend" not in str(err):
+                raise
+            reason = " ".join(str(err).split("(set JAX_PLATFORMS")[0].split()).rstrip(".")
+            error(f"JAX cannot start the {os.environ.get('JAX_PLATFORMS', 'default')!r} platform here ({reason}); "
+                  "choose one this machine has with --platform (cpu, gpu, tpu; or DLCLI_PLATFORM), "
+                  "or install JAX's build for it")
+            raise typer.Exit(2) from None
 
     return wrapper
 

@@ -1,10 +1,11 @@
 """Convolutional network: conv blocks (conv -> [batch norm] -> activation -> [pool]),
 then a flatten or global-average-pool head and dense layers.
 
-`conv_impl: im2col` (the default) computes each convolution as one matrix product over
-shifted slices of the padded input (`dlcli.models.layers.im2col_conv`: XLA's CPU
-convolution weight gradient is slow, above all inside `lax.scan`); `conv_impl: xla`
-keeps `lax.conv_general_dilated`. Pooling with window = stride is a reshape and a
+`conv_impl: im2col` computes each convolution as one matrix product over shifted
+slices of the padded input (`dlcli.models.layers.im2col_conv`: XLA's CPU convolution
+weight gradient is slow, above all inside `lax.scan`); `conv_impl: xla` keeps
+`lax.conv_general_dilated`; `auto` (the default) is im2col on a CPU and xla on a GPU or
+TPU. Pooling with window = stride is a reshape and a
 reduction, which differentiates cheaply.
 """
 

@@ -95,17 +95,25 @@ def maybe_norm(norm: nnx.Module | None, x: jax.Array) -> jax.Array:
 
 
 # ----- convolution -------------------------------------------------------------------
+def conv_impl(impl: str) -> str:
+    """`auto` made concrete for the backend JAX runs on: im2col on a CPU (whose XLA
+    convolution weight gradient is slow), XLA's own convolution on a GPU or TPU."""
+    if impl != "auto":
+        return impl
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+
+
 def conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, *, padding: str = "SAME",
-         impl: str = "im2col", init: str = "flax", rngs: nnx.Rngs) -> nnx.Conv:
+         impl: str = "auto", init: str = "flax", rngs: nnx.Rngs) -> nnx.Conv:
     """A kernel x kernel convolution c_in -> c_out on NHWC inputs; `impl` im2col
-    (`im2col_conv`) or xla (`lax.conv_general_dilated`)."""
+    (`im2col_conv`), xla (`lax.conv_general_dilated`) or auto (`conv_impl`)."""
+    function = im2col_conv if conv_impl(impl) == "im2col" else jax.lax.conv_general_dilated
     return nnx.Conv(c_in, c_out, (kernel, kernel), strides=stride, padding=padding, rngs=rngs,
-                    conv_general_dilated=im2col_conv if impl == "im2col" else jax.lax.conv_general_dilated,
-                    **initializers(init, kernel * kernel * c_in))
+                    conv_general_dilated=function, **initializers(init, kernel * kernel * c_in))
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1, *, init: str = "flax", rngs: nnx.Rngs) -> nnx.Conv:
-    """A 3x3 convolution c_in -> c_out, SAME padding, computed by `im2col_conv`."""
+    """A 3x3 convolution c_in -> c_out, SAME padding, computed as `conv_impl("auto")` picks."""
     return conv(c_in, c_out, 3, stride, init=init, rngs=rngs)
 
 

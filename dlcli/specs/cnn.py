@@ -43,7 +43,7 @@ class CNNConfig(ModelSpec):
     head: Literal["flatten", "gap"] = "flatten"
     dense: list[int] = bounded([128], low=1)
     activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu"
-    conv_impl: Literal["im2col", "xla"] = "im2col"
+    conv_impl: Literal["auto", "im2col", "xla"] = "auto"
 
     def validate(self, path: str) -> None:
         if not self.blocks:
