@@ -8,7 +8,10 @@ job's run folder and figures are those of the same `dlcli train` in a fresh proc
 
 An exception that escapes a command (a bug, not a bad input: those are exit codes)
 is written to the job's stderr and ends the worker with code 1, so the next job gets a
-fresh process; so does any crash, which the parent sees as the end of the pipe.
+fresh process; so does any crash, which the parent sees as the end of the pipe. A
+worker whose parent is gone (killed, its machine's sweep process lost) ends at once,
+even in the middle of a job, so no orphan goes on writing a run folder that a shared
+sweep may have handed to another process.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import gc
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 
 
@@ -55,7 +60,20 @@ def _forget_compiled_programs() -> None:
     gc.collect()
 
 
+def _exit_with_parent() -> None:
+    """A daemon thread that ends this process (exit code 1) once its parent has died."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def main() -> None:
+    _exit_with_parent()
     # Replies go to a private copy of stdout; file descriptor 1 itself is pointed at
     # stderr, so nothing printed below Python (XLA, absl) can corrupt the protocol.
     replies = os.fdopen(os.dup(1), "w")

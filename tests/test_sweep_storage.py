@@ -29,6 +29,14 @@ RUNNING, WAITING, COMPLETE = (optuna.trial.TrialState.RUNNING, optuna.trial.Tria
                               optuna.trial.TrialState.COMPLETE)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def _postgres_bin() -> Path | None:
     """The folder of initdb and pg_ctl: Debian's /usr/lib/postgresql/<version>/bin (the newest), else PATH's."""
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
@@ -139,10 +147,13 @@ def test_a_killed_process_trial_is_retried_by_a_rerun(tmp_path, request, kind):
                            if p.name.isdigit() and not (p.parents[1] / "summary.json").exists()]  # not Orbax's tmp
                ) and time.monotonic() < deadline:
         time.sleep(0.05)
-    doomed = [process.pid, *_children(process.pid)]  # the sweep process and its worker: a lost machine
-    for pid in doomed:
-        os.kill(pid, signal.SIGKILL)
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGKILL)  # the sweep process alone: its worker ends with it, as on a lost machine
     process.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers and not any(map(_alive, workers))
     (running,) = [t for t in _trials(storage) if t.state == RUNNING]
     run_dir = out / "trials" / f"trial-{running.user_attrs['slot']:03d}"
     assert run_dir in started
