@@ -3,6 +3,7 @@ CPU-time accounting, a random stand-in for tiny shakespeare, and dlcli's trainin
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import time
@@ -84,13 +85,25 @@ def write_random_text(path: Path, n_chars: int, seed: int = 0) -> None:
     path.write_text("".join(text), encoding="utf-8")
 
 
+def write_random_mnist(folder: Path, seed: int = 0) -> None:
+    """Random uint8 images and labels as MNIST's four gzip'd IDX files in `folder`."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for prefix, count in (("train", 60_000), ("t10k", 10_000)):
+        for kind, magic, shape in (("images-idx3", 2051, (count, 28, 28)), ("labels-idx1", 2049, (count,))):
+            data = rng.integers(0, 256 if kind.startswith("images") else 10, shape, dtype=np.uint8)
+            header = np.array([magic, *shape], dtype=">i4").tobytes()
+            with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb", compresslevel=1) as f:
+                f.write(header + data.tobytes())
+
+
 class DlcliSide:
     """A model trained through dlcli's own experiment, sampler and compiled chunk."""
 
     label = "dlcli"
 
-    def __init__(self, overrides: list[str], data_dir: Path):
-        self.cfg = load_config(None, overrides)
+    def __init__(self, overrides: list[str], data_dir: Path, config: Path | None = None):
+        self.cfg = load_config(config, overrides)
         self.exp = build_experiment(self.cfg, data_dir)
         self.sampler = EpochSampler(num_examples(self.exp.splits.train[0]), self.cfg.training.batch_size, self.cfg.seed)
         self.per_dispatch = self.cfg.training.steps_per_dispatch

@@ -24,7 +24,6 @@ uses `scaled_dot_product_attention(is_causal=True)`.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import statistics
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _machine import DlcliSide, allocator, alternate, load, print_header, write_random_text
+from _machine import DlcliSide, allocator, alternate, load, print_header, write_random_mnist, write_random_text
 from dlcli.data import Splits, num_examples
 
 COMMON = ["optimizer.name=adam", "optimizer.learning_rate=0.001"]
@@ -178,18 +177,6 @@ class TorchSide:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-
-
-def write_random_mnist(folder: Path, seed: int = 0) -> None:
-    """Random uint8 images and labels as MNIST's four gzip'd IDX files in `folder`."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for prefix, count in (("train", 60_000), ("t10k", 10_000)):
-        for kind, magic, shape in (("images-idx3", 2051, (count, 28, 28)), ("labels-idx1", 2049, (count,))):
-            data = rng.integers(0, 256 if kind.startswith("images") else 10, shape, dtype=np.uint8)
-            header = np.array([magic, *shape], dtype=">i4").tobytes()
-            with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb", compresslevel=1) as f:
-                f.write(header + data.tobytes())
 
 
 def bench_model(name: str, data_dir: Path, rounds: int, steps: int) -> dict:
