@@ -122,6 +122,26 @@ class DlcliSide:
         jax.block_until_ready(exp.steps.state)
 
 
+def timed(side, steps: int) -> float:
+    """Steps per second of `steps` steps of a side (anything with `run(n)`)."""
+    start = time.perf_counter()
+    side.run(steps)
+    return steps / (time.perf_counter() - start)
+
+
+def rotated_rounds(sides: dict, rounds: int, steps: int) -> dict[object, list[float]]:
+    """Compile every `DlcliSide` of `sides` (a first chunk each), then `rounds` rounds of
+    `steps` steps per side, the order rotating each round; steps/s per side and round."""
+    for side in sides.values():
+        side.run(side.per_dispatch)
+    keys = list(sides)
+    rates: dict[object, list[float]] = {key: [] for key in keys}
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            rates[key].append(timed(sides[key], steps))
+    return rates
+
+
 def alternate(dlcli: DlcliSide, twin, rounds: int, steps: int) -> dict[str, list[float]]:
     """A warm-up chunk on each side (dlcli's compiles), then `rounds` rounds in which the
     two sides (`twin` has `label`, `run(n)`) each run `steps` steps, in alternating order;

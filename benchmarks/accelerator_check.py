@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +62,7 @@ def main() -> None:
 
     import jax
 
-    from _machine import DlcliSide, print_header
+    from _machine import DlcliSide, print_header, rotated_rounds
 
     data_dir, described = data_folder(args.data_dir)
     device = jax.devices()[0]
@@ -75,14 +74,7 @@ def main() -> None:
     for name, config in EXPERIMENTS.items():
         sides = {p: DlcliSide([f"training.precision={p}", "training.steps_per_dispatch=16"], data_dir, REPO / config)
                  for p in PRECISIONS}
-        for side in sides.values():
-            side.run(side.per_dispatch)  # compiles
-        rates: dict[str, list[float]] = {p: [] for p in PRECISIONS}
-        for r in range(args.rounds):
-            for p in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
-                start = time.perf_counter()
-                sides[p].run(args.steps)
-                rates[p].append(args.steps / (time.perf_counter() - start))
+        rates = rotated_rounds(sides, args.rounds, args.steps)
         for p, side in sides.items():
             best, batch = max(rates[p]), side.cfg.training.batch_size
             flops = side.exp.steps.flops("train")

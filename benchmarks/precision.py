@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 
-from _machine import FAMILY_MODELS, DlcliSide, print_header  # noqa: E402
+from _machine import FAMILY_MODELS, DlcliSide, print_header, rotated_rounds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DLCLI_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -39,14 +38,7 @@ def main() -> None:
     for family, overrides in FAMILY_MODELS.items():
         sides = {p: DlcliSide([*overrides, "training.batch_size=64", "training.steps_per_dispatch=16",
                                f"training.precision={p}"], DATA_DIR) for p in PRECISIONS}
-        for side in sides.values():
-            side.run(side.per_dispatch)  # compiles
-        rates: dict[str, list[float]] = {p: [] for p in PRECISIONS}
-        for r in range(args.rounds):
-            for p in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
-                start = time.perf_counter()
-                sides[p].run(args.steps)
-                rates[p].append(args.steps / (time.perf_counter() - start))
+        rates = rotated_rounds(sides, args.rounds, args.steps)
         best = {p: max(v) for p, v in rates.items()}
         for p in PRECISIONS:
             print(f"{family:<20} {p:>9} {best[p]:>9.1f} {best[p] * 64:>10.0f} {best[p] / best['float32']:>9.2f}x  "

@@ -21,7 +21,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 if "--member" not in sys.argv:  # a member of the 2-process run has one device
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 
-from _machine import FAMILY_MODELS, DlcliSide, print_header  # noqa: E402
+from _machine import FAMILY_MODELS, DlcliSide, print_header, rotated_rounds, timed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DLCLI_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -40,12 +39,6 @@ PLACEMENTS = (1, 2, 4)
 def side(family: str, data: int | str) -> DlcliSide:
     return DlcliSide([*FAMILY_MODELS[family], "training.batch_size=64", "training.steps_per_dispatch=16",
                       f"parallel.data={data}"], DATA_DIR)
-
-
-def timed(side: DlcliSide, steps: int) -> float:
-    start = time.perf_counter()
-    side.run(steps)
-    return steps / (time.perf_counter() - start)
 
 
 def member(args) -> None:
@@ -88,13 +81,7 @@ def main() -> None:
     print(f"{'family':<20} {'devices':>7} {'steps/s':>9} {'samples/s':>10} {'vs 1 device':>11}  compile s")
     for family in FAMILY_MODELS:
         sides = {n: side(family, n) for n in PLACEMENTS}
-        for placed in sides.values():
-            placed.run(placed.per_dispatch)  # compiles
-        rates: dict[int, list[float]] = {n: [] for n in PLACEMENTS}
-        for r in range(args.rounds):
-            order = PLACEMENTS[r % len(PLACEMENTS):] + PLACEMENTS[: r % len(PLACEMENTS)]
-            for n in order:
-                rates[n].append(timed(sides[n], args.steps))
+        rates = rotated_rounds(sides, args.rounds, args.steps)
         processes = two_processes(family, args.rounds, args.steps)
         rates[1] += [timed(sides[1], args.steps) for _ in range(args.rounds)]
         best = {n: max(v) for n, v in rates.items()}
