@@ -85,9 +85,9 @@ def test_two_processes_train_evaluate_and_resume_like_one_process_with_two_devic
 
 @pytest.mark.parametrize("victim", [1, 0], ids=["process-1", "coordinator"])
 def test_a_killed_process_stops_the_other_and_the_run_resumes_in_one_process(tmp_path, victim):
-    """The survivor exits non-zero within 60 s: with one line when process 1 died (its
-    next collective fails); when process 0, the coordinator, died, JAX's client aborts
-    it with JAX's own message (see dlcli/train/distributed.py)."""
+    """The survivor exits with code 1 within 60 s and one `error:` line; when process 0,
+    the coordinator, died, JAX's client may log lines of its own before it (see
+    dlcli/train/distributed.py)."""
     run_dir = tmp_path / "run"
     settings = sets(*FAMILY_TINY, "training.steps=400", "training.eval_every=50", "model.width=16")
     processes = start(2, ["train", "--run-dir", str(run_dir), *settings], tmp_path)
@@ -99,13 +99,12 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_in_one_process(tmp
     killed_at = time.monotonic()
     survivor = 1 - victim
     code, _, stderr = finish(processes[survivor:survivor + 1], timeout=60)[0]
-    assert code != 0 and time.monotonic() - killed_at < 60
+    assert code == 1 and time.monotonic() - killed_at < 60, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"process {survivor} of 2 lost another process of the run" in lines[0], stderr[-2000:]
+    assert "--resume" in lines[0] and "Traceback" not in stderr
     if victim == 1:
-        lines = [line for line in stderr.splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and "process 0 of 2 lost another process of the run" in lines[0], stderr[-2000:]
-        assert "--resume" in lines[0] and "Traceback" not in stderr
-    else:
-        assert "another task died" in stderr or "lost another process" in stderr, stderr[-2000:]
+        assert stderr.rstrip().endswith(lines[0])  # nothing but that line after the progress
     processes[victim].wait()
 
     resumed = json.loads(run_cli("train", "--run-dir", str(run_dir), *settings, "--resume", "--json", check=True).stdout)

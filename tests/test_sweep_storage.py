@@ -110,7 +110,7 @@ def _trials(storage: str) -> list:
     return optuna.load_study(study_name="s", storage=storage).get_trials(deepcopy=False)
 
 
-@pytest.mark.parametrize("kind,strategy", [("postgresql", "grid"), ("journal", "grid"), ("postgresql", "optuna")])
+@pytest.mark.parametrize("kind,strategy", [("postgresql", "grid"), ("journal", "optuna")])  # each storage, each way of filling slots
 def test_two_processes_train_every_trial_once(tmp_path, request, kind, strategy):
     space = ({"optimizer.learning_rate": [0.001, 0.003], "model.width": [8, 16]} if strategy == "grid" else
              {"optimizer.learning_rate": [0.001, 0.003], "model.width": {"distribution": "int_uniform", "low": 8,

@@ -8,17 +8,19 @@ filesystem all processes see. Everything else the run leaves (config, metrics.js
 TensorBoard, plots, the summary) is written by process 0 alone; the other processes
 write theirs into a scratch folder of their own that is removed at the end.
 
-A process that dies breaks the next collective of the others (gloo reports the closed
-connection at once), which `peer_lost` turns into one line and exit code 1. Outside a
-collective, JAX's coordination service (in process 0) notices a process that stopped
-within `HEARTBEAT_TIMEOUT_S` and has every other process abort (exit code 134, with
-JAX's own message: "the JAX distributed service detected fatal errors"); when process 0
-itself dies the others abort so at once. Either way no process waits forever, and
-`--resume` on every process continues the run from its last checkpoint.
+A process that dies is noticed at once by the others: the connection each process keeps
+to process 0 from the rendezvous (`_watch`) closes without the goodbye a finishing
+process sends, and a collective it was part of fails (gloo reports the closed
+connection, `peer_lost`); either way each other process stops with one line and exit
+code 1, and `--resume` on every process continues the run from its last checkpoint.
+When process 0 itself dies, JAX's client in the others, which polls process 0's
+coordination service, may log its own lines ("the JAX distributed service detected
+fatal errors") before that line.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -27,11 +29,12 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
-from dlcli.errors import BadInput, DlcliError
+from dlcli.errors import BadInput, DlcliError, report_line
 
 HEARTBEAT_TIMEOUT_S = 20
 
@@ -79,8 +82,7 @@ class Cluster:
 
         where = f"coordinator {self.coordinator}" if self.coordinator else "the cluster's environment"
         try:
-            if self.explicit:
-                self._rendezvous()
+            links = self._rendezvous() if self.explicit else []
             jax.distributed.initialize(self.coordinator, self.num_processes, self.process_id,
                                        initialization_timeout=self.timeout_s,
                                        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
@@ -89,43 +91,83 @@ class Cluster:
             raise BadInput(f"could not join the multi-process run through {where} within {self.timeout_s} s "
                            f"({type(err).__name__}: {reason}); start every process with the same --coordinator "
                            "and --num-processes and a distinct --process-id, or raise --init-timeout") from None
+        _watch(links)
         with _stdout_to_stderr():  # gloo announces its first connections on stdout, which --json owns
             barrier("joined")
 
-    def _rendezvous(self) -> None:
+    def _rendezvous(self) -> list[socket.socket]:
         """Wait, on the coordinator's port, until every process is there, before JAX's
         own start-up (which aborts the process, stack trace and all, when a peer never
         comes): process 0 listens and, once all others have connected, closes the port
-        for JAX's coordination service and lets them go on. `TimeoutError` after
-        `timeout_s`; an `OSError` for an address that cannot be used."""
+        for JAX's coordination service and lets them go on. The connections stay open
+        for `_watch`: process 0's to every other process, each other one's to process 0.
+        `TimeoutError` after `timeout_s`; an `OSError` for an address that cannot be used."""
         host, _, port = self.coordinator.rpartition(":")
         deadline = time.monotonic() + self.timeout_s
         if self.process_id == 0:
             peers = []
-            try:
-                with socket.create_server(("", int(port))) as server:
-                    while len(peers) < self.num_processes - 1:
-                        server.settimeout(max(deadline - time.monotonic(), 0.001))
-                        try:
-                            peers.append(server.accept()[0])
-                        except socket.timeout:
-                            raise TimeoutError(f"{len(peers) + 1} of {self.num_processes} processes came") from None
-                for peer in peers:
-                    peer.sendall(b"go")
-            finally:
-                for peer in peers:
-                    peer.close()
-            return
+            with socket.create_server(("", int(port))) as server:
+                while len(peers) < self.num_processes - 1:
+                    server.settimeout(max(deadline - time.monotonic(), 0.001))
+                    try:
+                        peers.append(server.accept()[0])
+                    except socket.timeout:
+                        for peer in peers:
+                            peer.close()
+                        raise TimeoutError(f"{len(peers) + 1} of {self.num_processes} processes came") from None
+            for peer in peers:
+                peer.settimeout(None)
+                peer.sendall(b"go")
+            return peers
         while True:
+            link = None
             try:
-                with socket.create_connection((host, int(port)), timeout=max(deadline - time.monotonic(), 0.001)) as link:
-                    if link.recv(2) == b"go":
-                        return
+                link = socket.create_connection((host, int(port)), timeout=max(deadline - time.monotonic(), 0.001))
+                if link.recv(2) == b"go":
+                    link.settimeout(None)
+                    return [link]
             except OSError:
                 pass
+            if link is not None:
+                link.close()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"process 0 did not answer on {self.coordinator}")
             time.sleep(0.2)
+
+
+_leaving = threading.Event()
+
+
+def _watch(links: list[socket.socket]) -> None:
+    """Stop this process with one line, exit code 1, the moment a process it is linked to
+    (process 0, or for process 0 every other) dies: its end of the rendezvous connection
+    closes without the goodbye a process sends as it leaves normally. So a death outside
+    a collective is seen at once, not after JAX's heartbeat timeout (whose abort prints a
+    C++ stack trace)."""
+    import jax
+
+    where = f"process {jax.process_index()} of {jax.process_count()}"
+
+    def watch(link: socket.socket) -> None:
+        try:
+            said = link.recv(3)
+        except OSError:
+            said = b""
+        if said != b"bye" and not _leaving.is_set():
+            # on a line of its own: a progress bar may be half drawn (this thread ends the process at once)
+            report_line(f"\nerror: {where} lost another process of the run (it stopped without finishing); "
+                        "restart every process with --resume to continue from the last checkpoint")
+            os._exit(PeerLost.exit_code)
+
+    def goodbye() -> None:
+        _leaving.set()
+        for link in links:
+            with contextlib.suppress(OSError):
+                link.sendall(b"bye")
+
+    for link in links:
+        threading.Thread(target=watch, args=(link,), daemon=True, name="dlcli-peer-watch").start()
+    atexit.register(goodbye)  # before JAX's own shutdown barrier (atexit runs last-registered first)
 
 
 @contextlib.contextmanager
