@@ -73,3 +73,23 @@ def test_each_worker_gets_a_gpu_of_its_own_and_its_share_of_memory(tmp_path, mon
     assert sorted(env["CUDA_VISIBLE_DEVICES"] for env in environments) == ["3", "5"]
     assert {env["XLA_PYTHON_CLIENT_MEM_FRACTION"] for env in environments} == {"0.900"}
     assert {env["XLA_PYTHON_CLIENT_PREALLOCATE"] for env in environments} == {"false"}
+
+
+def test_compiled_programs_are_kept_in_the_user_cache_and_reused(tmp_path):
+    """A second run of the same shapes compiles nothing new (every program it needs is
+    in `<XDG_CACHE_HOME>/dlcli/xla` already) and computes the same figures;
+    DLCLI_COMPILE_CACHE=0 keeps nothing."""
+    env = {k: v for k, v in cli_env(XDG_CACHE_HOME=str(tmp_path / "cache")).items()
+           if not k.startswith("JAX_COMPILATION_CACHE")}  # the suite's own shared cache, not the user's
+    cache = tmp_path / "cache" / "dlcli" / "xla"
+    runs = []
+    for attempt in range(2):
+        result = run_cli("train", "--run-dir", str(tmp_path / f"run{attempt}"), *sets(*CNN), "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        runs.append((json.loads(result.stdout)["metrics"], sorted(p.name for p in cache.iterdir())))
+    (cold_metrics, cold_entries), (warm_metrics, warm_entries) = runs
+    assert any(name.startswith("jit__train_chunk_fn") for name in cold_entries)
+    assert warm_entries == cold_entries and warm_metrics == cold_metrics
+    off = run_cli("train", "--run-dir", str(tmp_path / "off"), *sets(*CNN), "--json",
+                  env={**env, "DLCLI_COMPILE_CACHE": "0", "XDG_CACHE_HOME": str(tmp_path / "other")})
+    assert off.returncode == 0 and not (tmp_path / "other" / "dlcli" / "xla").exists()

@@ -37,10 +37,36 @@ def global_options(
         None, "--platform", envvar="DLCLI_PLATFORM",
         help="Where JAX computes (before the command: dlcli --platform gpu train ...); default: the best there is. "
              "Worker processes of compare and sweep inherit it."),
+    compile_cache: bool = typer.Option(
+        True, "--compile-cache/--no-compile-cache", envvar="DLCLI_COMPILE_CACHE",
+        help="Keep compiled programs in the user's cache folder, so a later run of the same shapes does not "
+             "compile them again (DLCLI_COMPILE_CACHE=0 turns it off)."),
 ) -> None:
     """Deep-learning experiments from the command line: train, eval, compare, sweep."""
     if platform is not None:
         os.environ["JAX_PLATFORMS"] = platform.value  # read when JAX first starts a backend
+    use_compilation_cache(compile_cache)
+
+
+COMPILATION_CACHE_BYTES = 4 << 30
+
+
+def use_compilation_cache(enabled: bool) -> None:
+    """JAX's persistent compilation cache, set up through the environment before JAX is
+    imported (worker processes inherit it): every program, however quick to compile,
+    in `<user cache>/dlcli/xla` unless JAX_COMPILATION_CACHE_DIR names another folder,
+    at most `COMPILATION_CACHE_BYTES` (least recently used programs go first). With a
+    size limit JAX takes a file lock around each read and write, so processes sharing
+    the folder never read a half-written program. Disabled: JAX is told so even where
+    the environment names a folder."""
+    if not enabled:
+        os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+        return
+    from dlcli.data import user_cache_dir
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(user_cache_dir() / "xla"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
 
 
 def reports_errors(command):

@@ -84,12 +84,17 @@ class Splits:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
+def user_cache_dir() -> Path:
+    """dlcli's folder in the user's cache directory (XDG_CACHE_HOME, else ~/.cache)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "dlcli"
+
+
 def default_data_dir() -> Path:
     """`DLCLI_DATA_DIR`, else the user's cache directory."""
     if os.environ.get("DLCLI_DATA_DIR"):
         return Path(os.environ["DLCLI_DATA_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "dlcli" / "data"
+    return user_cache_dir() / "data"
 
 
 def split_by_fraction(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float,
