@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from enum import Enum
 from typing import Optional
 
@@ -54,19 +55,23 @@ COMPILATION_CACHE_BYTES = 4 << 30
 def use_compilation_cache(enabled: bool) -> None:
     """JAX's persistent compilation cache, set up through the environment before JAX is
     imported (worker processes inherit it): every program, however quick to compile,
-    in `<user cache>/dlcli/xla` unless JAX_COMPILATION_CACHE_DIR names another folder,
-    at most `COMPILATION_CACHE_BYTES` (least recently used programs go first). With a
-    size limit JAX takes a file lock around each read and write, so processes sharing
-    the folder never read a half-written program. Disabled: JAX is told so even where
-    the environment names a folder."""
+    in `<user cache>/dlcli/xla`, at most `COMPILATION_CACHE_BYTES` (least recently used
+    programs go first). With a size limit JAX takes a file lock around each read and
+    write, so processes sharing the folder never read a half-written program. Where
+    JAX_COMPILATION_CACHE_DIR already names a folder it is used as its owner set it up
+    (JAX's eviction expects every writer of a folder to keep the same books). A cache
+    that cannot be read or written only costs time, so JAX's warnings about it are
+    silenced. Disabled: JAX is told so even where the environment names a folder."""
     if not enabled:
         os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
         return
-    from dlcli.data import user_cache_dir
-
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(user_cache_dir() / "xla"))
+    warnings.filterwarnings("ignore", message=".*persistent compilation cache.*")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        from dlcli.data import user_cache_dir
+
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(user_cache_dir() / "xla")
+        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
 
 
 def reports_errors(command):
