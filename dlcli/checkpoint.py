@@ -191,12 +191,19 @@ def whole_array(array: Any) -> Any:
     return multihost_utils.process_allgather(array, tiled=True)
 
 
+def on_host(tree: Any) -> Any:
+    """`tree` with every array a NumPy copy of the whole array (see `whole_array`)."""
+    import jax
+
+    return jax.device_get(jax.tree.map(whole_array, tree))
+
+
 def state_digest(state: Any) -> str:
     """sha256 over every array of a pure state, in pytree order (the same in every
     process of a multi-process run, whatever the arrays' sharding)."""
     import jax
 
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(state):
-        digest.update(np.ascontiguousarray(jax.device_get(whole_array(leaf))).tobytes())
+    for leaf in jax.tree.leaves(state):  # one at a time: a large state is never all on the host at once
+        digest.update(np.ascontiguousarray(on_host(leaf)).tobytes())
     return digest.hexdigest()

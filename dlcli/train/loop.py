@@ -79,10 +79,11 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
     barrier("cleared")
     with outputs_folder(run_dir) as outputs:
         outputs.mkdir(parents=True, exist_ok=True)
-        RunDir(outputs).write_config(cfg)
-        RunDir(outputs).write_references(exp.references)
+        written = RunDir(outputs)
+        written.write_config(cfg)
+        written.write_references(exp.references)
         if exp.splits.info.vocab is not None:
-            RunDir(outputs).write_vocab(exp.splits.info.vocab)
+            written.write_vocab(exp.splits.info.vocab)
         checkpoints = checkpoints or run.checkpoints(cfg)
         log = MetricsLog(outputs, resume_step=step if resume else None)
         try:

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dlcli.checkpoint import whole_array
+from dlcli.checkpoint import on_host
 from dlcli.data import num_examples
 from dlcli.tasks import Task
 from dlcli.train.parallel import Placement
@@ -158,19 +158,19 @@ class CompiledSteps:
         steps = place.put(np.arange(first_step, first_step + len(batch_indices), dtype=np.int32), place.replicated())
         args = (self.state, x, y, place.put(batch_indices, place.split(1)), steps, self.key)
         self.state, metrics = self._compiled("train", self._train_chunk, *args)(*args)
-        return jax.device_get(jax.tree.map(whole_array, metrics))
+        return on_host(metrics)
 
     def evaluate(self, batches: "EvalBatches") -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """The task's metrics over one staged split, and the raw sums (for a confusion matrix)."""
         args = (self.state, batches.x, batches.y, batches.mask, batches.index)
-        sums = jax.device_get(jax.tree.map(whole_array, self._compiled("eval", self._eval_batches, *args)(*args)))
+        sums = on_host(self._compiled("eval", self._eval_batches, *args)(*args))
         return self.task.finalize(sums), sums
 
     def gradient_flow(self, batches: "EvalBatches") -> np.ndarray:
         """(T,) norms of d(loss)/d(h_t) on the first batch of a staged split."""
         x, y = jax.tree.map(lambda a: a[0], batches.x), batches.y[0]
         args = (self.state, x, y)
-        return np.asarray(jax.device_get(whole_array(self._compiled("gradient_flow", self._gradient_flow, *args)(*args))))
+        return np.asarray(on_host(self._compiled("gradient_flow", self._gradient_flow, *args)(*args)))
 
 
 class EvalBatches:
