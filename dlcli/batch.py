@@ -6,9 +6,10 @@ a NaN, an impossible config fails that job alone; a dead worker is replaced) and
 each worker set JAX's thread and memory variables before JAX is imported: CPU threads
 and GPU memory are divided among the workers, and on a machine with several GPUs each
 worker gets its own (`CUDA_VISIBLE_DEVICES`), in turn. Jobs are resumable: a run folder
-with `summary.json` is finished and is read, not retrained; one with checkpoints but no summary (killed, interrupted) is
-continued with `--resume`; a recorded failure is reported again, not retried. Ctrl-C
-stops the workers and leaves exactly that state, so a rerun completes the batch.
+with `summary.json` is finished and is read, not retrained; one with checkpoints but no
+summary (killed, interrupted) is continued with `--resume`; a recorded failure is
+reported again, not retried. Ctrl-C stops the workers and leaves exactly that state, so
+a rerun completes the batch.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ def computing_in(precision: str, module: nnx.Module, *, training: bool = True) -
     if training:
         nnx.update(module, nnx.state(copy, nnx.BatchStat))
 
+
 def param_dtype(module: nnx.Module):
     """The dtype the module computes in: that of its parameters (for buffers it makes
     itself, such as a recurrent carry or a key/value cache)."""
