@@ -139,9 +139,9 @@ def train_json(*args: str, data_dir: Path | None = None, process: bool = False) 
 
 
 def timeless_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the fields that measure time."""
+    """metrics.jsonl without the fields that measure time or say where it ran."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("samples_per_s", "wall_s")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("samples_per_s", "wall_s", "parallel")} for r in records]
 
 
 def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ def test_two_processes_train_evaluate_and_resume_like_one_process_with_two_devic
     assert two["parallel"] == {**one["parallel"], "processes": 2} and one["parallel"]["devices"] == 2
     assert two["metrics"] == one["metrics"]
     assert timeless_metrics(tmp_path / "two") == timeless_metrics(tmp_path / "one")
+    records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert {json.dumps(r["parallel"]) for r in records} == {json.dumps(two["parallel"])}  # each evaluation says so
     assert json.loads(results[1][1])["metrics"] == two["metrics"]  # process 1 measured the same
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
     assert not any((tmp_path / "tmp-1").iterdir())  # process 1's scratch folder is gone

@@ -220,6 +220,7 @@ def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s
         record["gradient_flow"] = [float(v) for v in exp.steps.gradient_flow(exp.eval_batches("val"))]
     record["samples_per_s"] = round(samples_per_s, 1)
     record["wall_s"] = round(wall_s, 3)
+    record["parallel"] = exp.placement.describe()  # what ran it: processes, devices and their kind
     return record
 
 
