@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,13 @@ def invoke(*args: str, data_dir: Path | None = None, env: dict | None = None,
     if check and code != 0:
         raise AssertionError(f"dlcli {' '.join(args)} exited {code}:\n{stderr.getvalue()}")
     return subprocess.CompletedProcess(["dlcli", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server or coordinator a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def sets(*overrides: str) -> list[str]:

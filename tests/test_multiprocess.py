@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAMILY_TINY, REPO, cli_env, run_cli, sets, timeless_metrics
+from conftest import FAMILY_TINY, REPO, cli_env, free_port, run_cli, sets, timeless_metrics
 
 pytestmark = pytest.mark.e2e  # each test starts several JAX processes
 
 MLP = [*FAMILY_TINY, "training.steps=8", "training.eval_every=4", "model.width=16", "checkpoint.keep=5"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(count: int, args: list[str], tmp_path: Path) -> list[subprocess.Popen]:

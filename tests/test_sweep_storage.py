@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, cli_env, free_port, run_cli
 from test_sweep import _children, _write
 
 pytestmark = pytest.mark.e2e  # real sweep processes (and a real database server)
@@ -46,12 +45,6 @@ def _postgres_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server on 127.0.0.1 (its data and socket in a temporary folder,
@@ -67,7 +60,7 @@ def postgres():
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
 
     def postgres_command(name: str, *args) -> None:
         done = subprocess.run([*as_owner, str(bin_dir / name), *map(str, args)], capture_output=True, text=True,
@@ -182,6 +175,6 @@ def test_a_killed_process_trial_is_retried_by_a_rerun(tmp_path, request, kind):
 ])
 def test_bad_storage_is_one_line_and_exit_code_2(tmp_path, storage, message):
     sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.001]})
-    result = run_cli("sweep", sweep, "--out", str(tmp_path / "out"), "--storage", storage.format(port=_free_port()))
+    result = run_cli("sweep", sweep, "--out", str(tmp_path / "out"), "--storage", storage.format(port=free_port()))
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "trials").exists()
