@@ -156,12 +156,15 @@ class ParallelConfig:
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    """Orbax checkpoints every `every` evaluations, on early stopping and at the end,
-    each preceded by the best state by `training.monitor` since the last checkpoint when
-    that came in between (held on the device until then); the last `keep` and the best
-    are kept."""
+    """Orbax checkpoints at every `every`-th evaluation that comes at least
+    `min_interval_s` seconds after the last save (0: at each), on early stopping and at
+    the end, each preceded by the best state by `training.monitor` since the last
+    checkpoint when that came in between (held on the device until then); the last
+    `keep` and the best are kept. Which evaluations save hangs on the clock; what is
+    computed never does."""
 
     every: int = bounded(1, low=1)
+    min_interval_s: float = bounded(10.0, low=0)
     keep: int = bounded(2, low=1)
 
 

@@ -164,6 +164,7 @@ def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path
     from dlcli.train.evaluate import evaluate_run
     from dlcli.train.loop import fit
 
+    overrides = [*overrides, "checkpoint.min_interval_s=0"]  # a checkpoint at each evaluation
     cfg = load_config(None, overrides)
     whole = fit(cfg, tmp_path / "whole", data_dir=SHARED_DATA, show_progress=False)
     again = fit(load_config(None, overrides), tmp_path / "again", data_dir=SHARED_DATA, show_progress=False)

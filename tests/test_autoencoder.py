@@ -160,7 +160,8 @@ def test_fine_tuning_starts_from_the_pretrained_encoder_and_then_needs_it_no_mor
     autoencoder's folder can go: eval, restoring and --resume use the run's own files."""
     source = shutil.copytree(vae_run[0], tmp_path / "source")
     overrides = [*DIGITS, "model.name=encoder_classifier", f"model.autoencoder_run={source}", "model.freeze=true",
-                 "training.steps=96", "training.eval_every=48", "optimizer.learning_rate=0.03"]
+                 "training.steps=96", "training.eval_every=48", "optimizer.learning_rate=0.03",
+                 "checkpoint.min_interval_s=0"]
     cfg = load_config(None, overrides)
     exp = build_experiment(cfg, SHARED_DATA)
     classifier, _ = nnx.merge(exp.steps.train_graphdef, exp.steps.state)

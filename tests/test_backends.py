@@ -19,7 +19,8 @@ from dlcli.train.loop import fit
 from test_sweep import _children
 
 CNN = ["model.name=cnn", "model.blocks=[{channels: 4}]", "model.dense=[16]", "training.batch_size=8",
-       "training.eval_batch_size=64", "training.steps=8", "training.eval_every=4", "training.restore_best=false"]
+       "training.eval_batch_size=64", "training.steps=8", "training.eval_every=4", "training.restore_best=false",
+       "checkpoint.min_interval_s=0"]
 
 
 def test_conv_impl_auto_is_im2col_on_a_cpu():

@@ -17,7 +17,7 @@ from conftest import TINY, cli_env, invoke, run_cli, sets, train_json
 from dlcli.config import DATASETS, MODELS, OptimizerConfig
 from dlcli.data.vision import IDX_FILES
 
-TINY_RUN = [*TINY, "model.width=16"]
+TINY_RUN = [*TINY, "model.width=16", "checkpoint.min_interval_s=0"]
 OPTIMIZERS = ", ".join(typing.get_args(typing.get_type_hints(OptimizerConfig)["name"]))
 
 

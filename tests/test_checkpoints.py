@@ -19,7 +19,7 @@ def _steps(run_dir) -> set[int]:
 
 def test_keeps_last_k_and_the_best(tmp_path):
     overrides = ["training.steps=120", "training.eval_every=10", "checkpoint.keep=2", "model.width=16",
-                 "optimizer.learning_rate=0.003", "training.restore_best=false"]
+                 "optimizer.learning_rate=0.003", "training.restore_best=false", "checkpoint.min_interval_s=0"]
     summary = fit(load_config(None, overrides), tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     best = max(records, key=lambda r: (r["val/accuracy"], -r["step"]))  # first step reaching the maximum
@@ -28,9 +28,23 @@ def test_keeps_last_k_and_the_best(tmp_path):
     assert evaluate_run(tmp_path / "run", checkpoint="best", split="val", data_dir=SHARED_DATA)["checkpoint"] == best["step"]
 
 
+def test_a_run_shorter_than_the_checkpoint_interval_writes_its_best_and_its_last_state(tmp_path):
+    """No evaluation comes `checkpoint.min_interval_s` after the start: only the best
+    state (held on the device) and the final one reach the disk, with the metrics of a
+    run that saved at every evaluation."""
+    overrides = ["training.steps=60", "training.eval_every=10", "model.width=16", "optimizer.learning_rate=0.003"]
+    each = fit(load_config(None, [*overrides, "checkpoint.min_interval_s=0"]), tmp_path / "each",
+               data_dir=SHARED_DATA, show_progress=False)
+    few = fit(load_config(None, [*overrides, "checkpoint.min_interval_s=3600"]), tmp_path / "few",
+              data_dir=SHARED_DATA, show_progress=False)
+    assert few["metrics"] == each["metrics"] and few["best_step"] == each["best_step"]
+    assert _steps(tmp_path / "each") == {50, 60, each["best_step"]}
+    assert _steps(tmp_path / "few") == {60, few["best_step"]}
+
+
 def test_checkpoint_every_n_evaluations_writes_the_best_in_between_just_before_the_next(tmp_path):
     every_third = ["training.steps=60", "training.eval_every=10", "checkpoint.every=3", "checkpoint.keep=6",
-                   "model.width=16"]
+                   "checkpoint.min_interval_s=0", "model.width=16"]
     # min_delta 1.0 on accuracy: only the first evaluation (step 10) improves
     overrides = [*every_third, "training.min_delta=1.0"]
     whole = fit(load_config(None, overrides), tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)

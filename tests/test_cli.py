@@ -107,12 +107,13 @@ def test_python_dash_m_and_console_script_agree():
 
 
 RESUME = ("training.steps=400", "training.eval_every=100", "training.steps_per_dispatch=10", "training.batch_size=32",
-          "model.dropout=0.2", "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100")
+          "model.dropout=0.2", "training.restore_best=false", "schedule.name=warmup_cosine", "schedule.warmup_steps=100",
+          "checkpoint.min_interval_s=0")
 RESUME_GAN = ("model.name=gan", "data.name=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256",
               "model.generator=[32,32]", "model.discriminator=[32,32]", "model.latent=2", "model.loss=wgan_gp",
               "model.n_critic=2", "model.ema=0.9", "training.steps=400", "training.eval_every=100",
               "training.steps_per_dispatch=10", "training.batch_size=32", "training.restore_best=false",
-              "schedule.name=warmup_cosine")
+              "schedule.name=warmup_cosine", "checkpoint.min_interval_s=0")
 
 
 @pytest.mark.e2e

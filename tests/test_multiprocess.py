@@ -20,7 +20,8 @@ from conftest import FAMILY_TINY, REPO, cli_env, free_port, run_cli, sets, timel
 
 pytestmark = pytest.mark.e2e  # each test starts several JAX processes
 
-MLP = [*FAMILY_TINY, "training.steps=8", "training.eval_every=4", "model.width=16", "checkpoint.keep=5"]
+MLP = [*FAMILY_TINY, "training.steps=8", "training.eval_every=4", "model.width=16", "checkpoint.keep=5",
+       "checkpoint.min_interval_s=0"]
 
 
 def start(count: int, args: list[str], tmp_path: Path) -> list[subprocess.Popen]:
@@ -84,7 +85,8 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_in_one_process(tmp
     the coordinator, died, JAX's client may log lines of its own before it (see
     dlcli/train/distributed.py)."""
     run_dir = tmp_path / "run"
-    settings = sets(*FAMILY_TINY, "training.steps=400", "training.eval_every=50", "model.width=16")
+    settings = sets(*FAMILY_TINY, "training.steps=400", "training.eval_every=50", "model.width=16",
+                    "checkpoint.min_interval_s=0")
     processes = start(2, ["train", "--run-dir", str(run_dir), *settings], tmp_path)
     deadline = time.monotonic() + 240
     while not (run_dir / "checkpoints" / "50").is_dir():

@@ -265,7 +265,8 @@ def test_checkpoints_resume_and_eval_for_every_cell(model_name, tmp_path):
 
     overrides = [f"model.name={model_name}", "model.hidden=8", "model.layers=2", "model.dropout=0.2",
                  "data.name=adding", "data.length=10", *SMALL_DATA, "training.steps=40", "training.eval_every=10",
-                 "training.batch_size=32", "training.restore_best=false", "checkpoint.keep=10"]
+                 "training.batch_size=32", "training.restore_best=false", "checkpoint.keep=10",
+                 "checkpoint.min_interval_s=0"]
     whole = fit(load_config(None, overrides), tmp_path / "whole", data_dir=SHARED_DATA, show_progress=False)
     cut = Path(shutil.copytree(tmp_path / "whole", tmp_path / "cut"))
     for step in (30, 40):

@@ -106,7 +106,8 @@ def test_a_task_holding_arrays_never_shares_its_programs():
 
 
 def test_eval_reproduces_what_training_reported(tmp_path):
-    cfg = load_config(None, ["training.steps=30", "training.eval_every=10", "model.width=32", "training.restore_best=true"])
+    cfg = load_config(None, ["training.steps=30", "training.eval_every=10", "model.width=32", "training.restore_best=true",
+                                     "checkpoint.min_interval_s=0"])
     summary = fit(cfg, tmp_path / "run", data_dir=SHARED_DATA, show_progress=False)
     best = evaluate_run(tmp_path / "run", checkpoint="best", split="test", data_dir=SHARED_DATA)
     assert best["checkpoint"] == summary["best_step"]

@@ -200,6 +200,20 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def decided_by_process_0(decision: bool) -> bool:
+    """Process 0's `decision`, in every process (a collective; itself in a single process).
+    For choices that hang on a clock, such as whether a checkpoint is due, which every
+    process must make alike."""
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(decision)))
+
+
 @contextlib.contextmanager
 def outputs_folder(run_dir: Path) -> Iterator[Path]:
     """Where this process writes the run's files: `run_dir` for process 0, else a scratch

@@ -5,8 +5,9 @@ Every input is checked before anything on disk changes: the run folder's state
 checkpoint to resume from. Then the loop runs evaluation periods (one epoch, or
 `training.eval_every` steps): compiled chunks of steps, one validation pass, a line in
 metrics.jsonl and TensorBoard, a checkpoint when due (every `checkpoint.every`
-evaluations, on early stopping and at the end), preceded by the best state since the
-previous one if it came in between, and the early-stopping check. At the end the best
+evaluations once `checkpoint.min_interval_s` have passed since the last, on early
+stopping and at the end), preceded by the best state since the previous one if it came
+in between, and the early-stopping check. At the end the best
 checkpoint is restored (`training.restore_best`) and measured on the test split.
 """
 
@@ -29,7 +30,7 @@ from dlcli.data import num_examples
 from dlcli.errors import BadInput, TrainingFailure
 from dlcli.runlog import MetricsLog
 from dlcli.runs import RunDir
-from dlcli.train.distributed import barrier, outputs_folder, writes_outputs
+from dlcli.train.distributed import barrier, decided_by_process_0, outputs_folder, writes_outputs
 from dlcli.train.experiment import EpochSampler, Experiment, build_experiment
 
 
@@ -106,6 +107,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
     stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
     unsaved_best = None  # (step, checkpoint items, meta) of an improvement between due saves
+    last_save = time.perf_counter()
     with progress or contextlib.nullcontext():
         while step < exp.total_steps and not stopped_early:
             period_end = min((step // eval_every + 1) * eval_every, exp.total_steps)
@@ -116,10 +118,14 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                 metrics = steps.train_chunk(exp.x_train, exp.y_train, sampler.indices(step, count), step)
                 bad = np.flatnonzero(~np.isfinite(metrics["loss"]))
                 if bad.size:
-                    raise TrainingFailure(
-                        f"loss became {metrics['loss'][bad[0]]} at step {step + int(bad[0]) + 1}; stopped, keeping the last "
-                        f"good checkpoint (step {checkpoints.latest_step()}) in {checkpoints.directory}; lower optimizer.learning_rate "
-                        "or set optimizer.clip_norm")
+                    if unsaved_best is not None:  # the best state so far is a good one: keep it
+                        checkpoints.save(*unsaved_best, True)
+                    checkpoints.wait()
+                    latest = checkpoints.latest_step()
+                    kept = ("no checkpoint was saved before it" if latest is None else
+                            f"keeping the last good checkpoint (step {latest}) in {checkpoints.directory}")
+                    raise TrainingFailure(f"loss became {metrics['loss'][bad[0]]} at step {step + int(bad[0]) + 1}; stopped, "
+                                          f"{kept}; lower optimizer.learning_rate or set optimizer.clip_norm")
                 step += count
                 chunks.append(metrics)
                 samples_per_s = _rate(step - period_start, training.batch_size, clock, steps.compile_s - compile_before)
@@ -136,12 +142,14 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
             value = record[cfg.monitor]
             improved = book.update(value, step, cfg.monitor_mode, training.min_delta)
             stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
-            due = math.ceil(step / eval_every) % cfg.checkpoint.every == 0
+            due = decided_by_process_0(math.ceil(step / eval_every) % cfg.checkpoint.every == 0
+                                       and time.perf_counter() - last_save >= cfg.checkpoint.min_interval_s)
             if due or stopped_early or step == exp.total_steps:
                 if unsaved_best is not None and not improved:  # still the best: written before this step
                     checkpoints.save(*unsaved_best, True)
                 unsaved_best = None
                 checkpoints.save(step, exp.checkpoint_items(), _meta(exp, step, book, record), improved)
+                last_save = time.perf_counter()
             elif improved:  # held until the next save: a later improvement before then replaces it
                 unsaved_best = step, _copied(exp.checkpoint_items()), _meta(exp, step, book, record)
             if progress and stopped_early:
