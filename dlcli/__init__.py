@@ -15,7 +15,8 @@ needed for type annotations alone sit under `if TYPE_CHECKING:` and do not count
     models                           Flax NNX modules, one family per file
     data, checkpoint                 datasets by name; Orbax items of a run
     errors, registry, schema,        the ground floor: no JAX
-      console, plots, stats, runlog
+      console, plots, stats, runlog,
+      allocator
 """
 
 __version__ = "0.1.0"

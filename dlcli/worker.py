@@ -24,6 +24,8 @@ import threading
 import time
 import traceback
 
+from dlcli import allocator
+
 
 def serve(requests, replies) -> None:
     """Answer every request line of `requests` on `replies` until end of input."""
@@ -74,6 +76,7 @@ def _exit_with_parent() -> None:
 
 def main() -> None:
     _exit_with_parent()
+    allocator.keep_freed_memory()  # tcmalloc, where chosen, came preloaded with the parent's environment
     # Replies go to a private copy of stdout; file descriptor 1 itself is pointed at
     # stderr, so nothing printed below Python (XLA, absl) can corrupt the protocol.
     replies = os.fdopen(os.dup(1), "w")

@@ -21,7 +21,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # Lowest first; the same order as the diagram in dlcli/__init__.py.
 LAYERS = [
-    {"errors", "registry", "schema", "console", "plots", "stats", "runlog"},
+    {"errors", "registry", "schema", "console", "plots", "stats", "runlog", "allocator"},
     {"data", "checkpoint"},
     {"models"},
     {"specs"},
