@@ -142,32 +142,36 @@ def rotated_rounds(sides: dict, rounds: int, steps: int) -> dict[object, list[fl
     return rates
 
 
-def alternate(dlcli: DlcliSide, twin, rounds: int, steps: int) -> dict[str, list[float]]:
+def alternate(dlcli: DlcliSide, twin, rounds: int, steps: int, more_twins: tuple = ()) -> dict[str, list[float]]:
     """A warm-up chunk on each side (dlcli's compiles), then `rounds` rounds in which the
-    two sides (`twin` has `label`, `run(n)`) each run `steps` steps, in alternating order;
-    returns the steps/s of every round per side, printing each round with the share of
-    the CPUs other processes used meanwhile."""
+    sides (`twin` and each of `more_twins` have `label`, `run(n)`) each run `steps` steps,
+    the order rotating each round (two sides alternate); returns the steps/s of every round
+    per side label, printing each round with the share of the CPUs other processes used meanwhile."""
     k = dlcli.per_dispatch
+    twins = (twin, *more_twins)
     start = time.perf_counter()
     dlcli.run(k)
     print(f"   warm-up: dlcli first chunk {time.perf_counter() - start:.2f} s "
           f"(compile {dlcli.exp.steps.compile_s:.2f} s)", end="")
-    start = time.perf_counter()
-    twin.run(k)
-    print(f", torch {k} steps {time.perf_counter() - start:.2f} s")
+    for side in twins:
+        start = time.perf_counter()
+        side.run(k)
+        print(f", {side.label} {k} steps {time.perf_counter() - start:.2f} s", end="")
+    print()
 
-    rates: dict[str, list[float]] = {"dlcli": [], "torch": []}
+    sides = (dlcli, *twins)
+    rates: dict[str, list[float]] = {side.label: [] for side in sides}
     for r in range(rounds):
         busy_before, own_before = cpu_seconds()
         round_start = time.perf_counter()
-        for side in (dlcli, twin) if r % 2 == 0 else (twin, dlcli):
+        for side in sides[r % len(sides):] + sides[: r % len(sides)]:
             start = time.perf_counter()
             side.run(steps)
             rates[side.label].append(steps / (time.perf_counter() - start))
         busy, own = cpu_seconds()
         others = (busy - busy_before - (own - own_before)) / ((time.perf_counter() - round_start) * os.cpu_count())
-        print(f"   round {r + 1}/{rounds}: dlcli {rates['dlcli'][-1]:8.1f}  torch {rates['torch'][-1]:8.1f} steps/s"
-              f"   (other processes {max(others, 0):.0%} of the CPUs; load {load()})")
+        print(f"   round {r + 1}/{rounds}: " + "  ".join(f"{side.label} {rates[side.label][-1]:8.1f}" for side in sides)
+              + f" steps/s   (other processes {max(others, 0):.0%} of the CPUs; load {load()})")
     compiled = dlcli.exp.steps.compiled_shapes
     if len(compiled) != 1:
         print(f"   WARNING: dlcli compiled {len(compiled)} executables: {compiled}")

@@ -1,12 +1,19 @@
-"""Train steps per second: dlcli against the same models in PyTorch eager, on CPU.
+"""Train steps per second: dlcli against the same models in PyTorch eager and torch.compile, on CPU.
 
 The dlcli side trains each model exactly as `dlcli train` does: `build_experiment`,
 `EpochSampler`, and `CompiledSteps.train_chunk`, which runs `training.steps_per_dispatch`
 steps per dispatch in a `lax.scan` with donated state. The PyTorch side trains the same
 architecture with plain eager steps (forward, backward, Adam step), gathering each batch
-from the same training tensor through a per-epoch permutation. The two sides alternate
-over several rounds, each timing the same number of steps after a warm-up chunk (which
-holds dlcli's compilation); the report gives the median steps/s per side and the ratio.
+from the same training tensor through a per-epoch permutation. The torch.compile side
+(left out with --no-torch-compile) is the PyTorch side with the forward and the loss
+compiled by inductor (mode "default"; the backward is compiled with them, Adam stays
+eager); its first steps, which compile, are timed and reported on their own. Dynamo does
+not trace torch.nn.LSTM or GRU (`torch._dynamo.config.allow_rnn` is off by default), so
+for those two it compiles the head and the loss around the eager recurrent layer. The
+sides take turns over several rounds (the order rotating each round), each timing the
+same number of steps after a warm-up chunk (which holds dlcli's compilation); the report
+gives the median steps/s per side, dlcli's ratio to PyTorch eager and to the faster of
+eager and torch.compile.
 
     .venv-bench/bin/python benchmarks/train_steps.py --models mlp,cnn,lstm,gru,transformer --rounds 5 --steps 128
 
@@ -28,6 +35,7 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -165,21 +173,55 @@ class TorchSide:
     def params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    def batch_loss(self, x, y):
+        """The mean loss of one batch (x, y as gathered from self.x, self.y): forward and loss."""
+        return self.loss(self.model(x), y)
+
     def run(self, n_steps: int) -> None:
         for _ in range(n_steps):
             position = self.step % self.per_epoch
             if position == 0:
                 self.order = torch.randperm(len(self.x))
             indices = self.order[position * self.batch: (position + 1) * self.batch]
-            loss = self.loss(self.model(self.x[indices]), self.y[indices])
+            loss = self.batch_loss(self.x[indices], self.y[indices])
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
 
 
-def bench_model(name: str, data_dir: Path, rounds: int, steps: int) -> dict:
-    """Alternate dlcli and PyTorch over `rounds` rounds of `steps` steps; return steps/s per side."""
+class CompiledTorchSide(TorchSide):
+    """TorchSide with `batch_loss` (the forward and the loss) under torch.compile; AOTAutograd
+    compiles its backward too. The model, not the whole step, is compiled: Dynamo breaks the
+    graph at `loss.backward()` by default, and an eager Adam leaves the compiler as the only
+    difference from TorchSide. mode="default": "reduce-overhead" adds CUDA graphs, of no use
+    on CPU; "max-autotune" (autotuned matrix products, a longer compilation) is not tried."""
+
+    label = "torch.compile"
+
+    def __init__(self, name: str, cfg, splits: Splits):
+        super().__init__(name, cfg, splits)
+        self.batch_loss = torch.compile(self.batch_loss, mode="default")
+
+
+def compiled_twin(name: str, cfg, splits: Splits, k: int) -> CompiledTorchSide | None:
+    """The torch.compile side after its first `k` steps, which compile it (their time is
+    printed); None, after one line saying why, if compiling fails on this machine."""
+    try:
+        side = CompiledTorchSide(name, cfg, splits)
+        start = time.perf_counter()
+        side.run(k)
+    except Exception as error:  # inductor fails in many ways (no C++ compiler, unsupported operator)
+        first_line = str(error).strip().split("\n", 1)[0]
+        print(f"   torch.compile failed for {name}, left out: {type(error).__name__}: {first_line}")
+        return None
+    print(f"   torch.compile: first {k} steps {time.perf_counter() - start:.2f} s (compilation included)")
+    return side
+
+
+def bench_model(name: str, data_dir: Path, rounds: int, steps: int, compile_torch: bool) -> dict:
+    """Rotate dlcli, PyTorch eager and (with `compile_torch`) torch.compile over `rounds`
+    rounds of `steps` steps; return steps/s per side label."""
     dlcli = DlcliSide(COMMON + OVERRIDES[name], data_dir)
     cfg = dlcli.cfg
     twin = TorchSide(name, cfg, dlcli.exp.splits)
@@ -190,17 +232,30 @@ def bench_model(name: str, data_dir: Path, rounds: int, steps: int) -> dict:
     print(f"   parameters: dlcli {dlcli.params:,}, torch {twin.params:,}; "
           f"{steps} timed steps per round ({steps // k} dispatches of {k})")
 
-    return alternate(dlcli, twin, rounds, steps)
+    compiled = compiled_twin(name, cfg, dlcli.exp.splits, k) if compile_torch else None
+    return alternate(dlcli, twin, rounds, steps, (compiled,) if compiled else ())
 
 
-def print_table(results: dict[str, dict[str, list[float]]]) -> None:
+def print_table(results: dict[str, dict[str, list[float]]], compile_columns: bool = False) -> None:
+    """Median (min-max) steps/s per side and dlcli's ratios; with `compile_columns`, also
+    torch.compile's ("failed" where it did not compile) and dlcli against the faster torch."""
     w = max(6, *(len(name) for name in results))
-    print(f"\n{'model':<{w}} {'dlcli steps/s':>22} {'torch steps/s':>22} {'dlcli/torch':>12}")
-    print(f"{'':<{w}} {'median (min-max)':>22} {'median (min-max)':>22} {'(medians)':>12}")
+    sides = ["dlcli", "torch", "torch.compile"] if compile_columns else ["dlcli", "torch"]
+    ratios = ["dlcli/torch", "dlcli/faster"] if compile_columns else ["dlcli/torch"]
+    print(f"\n{'model':<{w}} " + " ".join(f"{side + ' steps/s':>22}" for side in sides)
+          + " " + " ".join(f"{ratio:>12}" for ratio in ratios))
+    print(f"{'':<{w}} " + " ".join(f"{'median (min-max)':>22}" for _ in sides)
+          + " " + " ".join(f"{'(medians)':>12}" for _ in ratios))
     for name, rates in results.items():
-        cells = [f"{statistics.median(r):.1f} ({min(r):.1f}-{max(r):.1f})" for r in (rates["dlcli"], rates["torch"])]
-        ratio = statistics.median(rates["dlcli"]) / statistics.median(rates["torch"])
-        print(f"{name:<{w}} {cells[0]:>22} {cells[1]:>22} {ratio:>11.2f}x")
+        cells = [f"{statistics.median(rates[side]):.1f} ({min(rates[side]):.1f}-{max(rates[side]):.1f})"
+                 if side in rates else "failed" for side in sides]
+        dlcli = statistics.median(rates["dlcli"])
+        torch_rates = [statistics.median(rates[side]) for side in sides[1:] if side in rates]
+        ratio_cells = [f"{dlcli / torch_rates[0]:.2f}x", f"{dlcli / max(torch_rates):.2f}x"][: len(ratios)]
+        print(f"{name:<{w}} " + " ".join(f"{cell:>22}" for cell in cells)
+              + " " + " ".join(f"{cell:>12}" for cell in ratio_cells))
+    if compile_columns:
+        print("dlcli/faster: against the faster (by median) of torch eager and torch.compile")
     print(f"allocator: {allocator()}; load avg at end {load()}")
 
 
@@ -249,6 +304,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("DLCLI_DATA_DIR") or None,
                         help="folder holding mnist/ and tinyshakespeare/input.txt (default: $DLCLI_DATA_DIR; "
                              "none: random MNIST-shaped data and random text)")
+    parser.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
+                        help="leave out the torch.compile side (no compilation wait; quick runs)")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in OVERRIDES]
@@ -278,8 +335,8 @@ def main() -> None:
         print_header("; ".join(data), {"torch": f"{torch.__version__}, {torch.get_num_threads()} intra-op threads, "
                                                 f"{torch.get_num_interop_threads()} inter-op threads, "
                                                 f"mkldnn {torch.backends.mkldnn.is_available()}"})
-        results = {name: bench_model(name, data_dir, args.rounds, args.steps) for name in models}
-    print_table(results)
+        results = {name: bench_model(name, data_dir, args.rounds, args.steps, args.torch_compile) for name in models}
+    print_table(results, compile_columns=args.torch_compile)
 
 
 if __name__ == "__main__":
