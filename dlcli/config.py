@@ -17,7 +17,7 @@ import yaml
 
 from dlcli.data import DATASETS, DatasetInfo, register_builtin_datasets
 from dlcli.errors import BadInput
-from dlcli.schema import bounded, check_range, choose, parse, section, to_dict
+from dlcli.schema import bounded, check_range, choose, folder_name, parse, section, seed_field, to_dict
 from dlcli.specs import MODELS, register_builtin_models
 from dlcli.specs.tasks import TASK_KINDS, higher_is_better
 
@@ -26,7 +26,25 @@ register_builtin_datasets()
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML with 1.2-style floats, so 1e-4 is a number (YAML 1.1 reads it as a string)."""
+    """YAML's safe subset (no Python tags) with 1.2-style floats, so 1e-4 is a number
+    (YAML 1.1 reads it as a string), and a key given twice in one mapping is an error
+    (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice; keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -103,6 +121,9 @@ class ScheduleConfig:
     decay_rate: float = bounded(0.1, low=0.0, high=1.0, low_open=True)
 
 
+MAX_STEPS = 2**31 - 1  # steps are counted in int32 on the device
+
+
 @dataclasses.dataclass
 class TrainingConfig:
     """How long and how to train. `steps` wins over `epochs` when both are set.
@@ -119,8 +140,8 @@ class TrainingConfig:
     float32 (`dlcli.models.precision`).
     """
 
-    epochs: int | None = bounded(30, low=1)
-    steps: int | None = bounded(None, low=1)
+    epochs: int | None = bounded(30, low=1, high=MAX_STEPS)
+    steps: int | None = bounded(None, low=1, high=MAX_STEPS)
     batch_size: int = bounded(128, low=1)
     eval_every: int | None = bounded(None, low=1)
     steps_per_dispatch: int = bounded(16, low=1)
@@ -172,8 +193,8 @@ class CheckpointConfig:
 class ExperimentConfig:
     """One experiment. Its defaults are the built-in default experiment (digits MLP)."""
 
-    name: str = "mlp_digits"
-    seed: int = 0
+    name: str = folder_name("mlp_digits")
+    seed: int = seed_field()
     model: Any = choose(MODELS, "mlp")
     data: Any = choose(DATASETS, "digits")
     task: TaskConfig = section(TaskConfig)
@@ -251,14 +272,21 @@ def load_config(path: str | Path | None, overrides: list[str] = (), seed: int | 
 
 def read_yaml(path: Path) -> dict:
     """A YAML file's top-level mapping; `BadInput` for a missing or malformed file."""
-    if not path.is_file():
+    if not path.exists():
         raise BadInput(f"config file {path} does not exist; give the path of a YAML experiment file (see experiments/)")
+    if path.is_dir():
+        raise BadInput(f"config file {path} is a folder; give the path of a YAML experiment file (see experiments/)")
+    if not path.is_file():
+        raise BadInput(f"config file {path} is not a regular file (a device or a pipe); give the path of a YAML "
+                       "experiment file (see experiments/)")
     try:
         raw = parse_yaml(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deeply
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"config file {path} is not valid YAML{where}; fix the syntax there") from None
+        problem = getattr(err, "problem", None)
+        what = f" ({problem})" if problem else ""
+        raise BadInput(f"config file {path} is not valid YAML{where}{what}; fix it there") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

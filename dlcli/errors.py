@@ -7,6 +7,7 @@ the fix.
 """
 
 import contextlib
+import errno
 import os
 import sys
 
@@ -23,6 +24,29 @@ class BadInput(DlcliError):
 
 class TrainingFailure(DlcliError):
     exit_code = 1
+
+
+_OS_ERROR_FIXES = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "that file system is read-only; choose a path on a writable disk",
+    errno.ENOSPC: "free some space, then rerun the command (with --resume for dlcli train)",
+    errno.EDQUOT: "free some space, then rerun the command (with --resume for dlcli train)",
+    errno.EISDIR: "that is a folder where a file is expected; give a file's path",
+    errno.ENOTDIR: "part of that path is a file where a folder is expected; choose another path",
+    errno.ENOENT: "check that the path exists",
+    errno.EEXIST: "something is already there; choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a file-system error the code did not foresee: the path, what the
+    system said, and what to do about it."""
+    where = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or str(err)
+    return f"{where}: {reason.lower()}; {_OS_ERROR_FIXES.get(err.errno, 'check the path and try again')}"
 
 
 def report_line(line: str) -> None:

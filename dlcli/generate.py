@@ -45,8 +45,8 @@ def sample_run(run_dir: Path, *, prompt: str, length: int | None = None, tempera
     temperature = 1.0 if temperature is None else temperature
     if length < 1:
         raise BadInput(f"--length must be at least 1, got {length}")
-    if temperature < 0:
-        raise BadInput(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if not temperature >= 0 or temperature == float("inf"):  # NaN fails every comparison
+        raise BadInput(f"--temperature must be 0 (greedy) or a finite number above it, got {temperature}")
     if top_k is not None and not 1 <= top_k <= len(vocab):
         raise BadInput(f"--top-k must be between 1 and the vocabulary size {len(vocab)}, got {top_k}")
     prompt_ids = encode(prompt, vocab)

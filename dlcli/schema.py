@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Union
@@ -27,6 +28,37 @@ def bounded(default: Any, *, low: float | None = None, high: float | None = None
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata={"bound": bound})
     return dataclasses.field(default=default, metadata={"bound": bound})
+
+
+MAX_SEED = 2**32 - 1  # JAX keys hold 32 bits of a seed: 2**32 would repeat seed 0
+
+
+def seed_field(default: int = 0) -> Any:
+    """A random seed: an integer in [0, MAX_SEED]."""
+    return bounded(default, low=0, high=MAX_SEED)
+
+
+def folder_name(default: str) -> Any:
+    """A string field that names a folder inside another (a run under runs/, a sweep
+    under sweeps/): checked by `check_folder_name`."""
+    return dataclasses.field(default=default, metadata={"folder_name": True})
+
+
+_NOT_IN_A_FOLDER_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+MAX_NAME_LENGTH = 200
+
+
+def check_folder_name(value: str, path: str) -> None:
+    """`BadInput` unless `value` names exactly one folder inside its parent: not empty,
+    not . or .., no slash, backslash or control character (NUL, newline), no spaces at
+    either end, at most `MAX_NAME_LENGTH` characters. So nothing named after it is
+    written outside the folder the user chose."""
+    if (value.strip(". ") and value == value.strip() and len(value) <= MAX_NAME_LENGTH
+            and not _NOT_IN_A_FOLDER_NAME.search(value)):
+        return
+    safe = _NOT_IN_A_FOLDER_NAME.sub("_", value).strip(". _")[:MAX_NAME_LENGTH] or "my_experiment"
+    raise BadInput(f"{path} {value!r} cannot name a folder (one folder name: not empty, not . or .., no slash, "
+                   f"backslash or control character, at most {MAX_NAME_LENGTH} characters); use e.g. {safe!r}")
 
 
 def choose(registry: Registry, default_name: str) -> Any:
@@ -64,6 +96,8 @@ def parse(cls: type, raw: Any, path: str) -> Any:
         else:
             values[name] = _coerce(hints[name], raw[name], key_path)
         _check_bound(fld, values[name], key_path)
+        if fld.metadata.get("folder_name"):
+            check_folder_name(values[name], key_path)
     instance = cls(**values)
     if hasattr(instance, "validate"):
         instance.validate(path)

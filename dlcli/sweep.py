@@ -31,19 +31,18 @@ import dataclasses
 import itertools
 import json
 import math
-import os
-import socket
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 import yaml
 
-from dlcli.batch import Job, JobResult, run_jobs
+from dlcli.batch import MAX_WORKERS, Job, JobResult, run_jobs
 from dlcli.config import check_metric, load_config, read_yaml
 from dlcli.errors import BadInput
+from dlcli.files import write_atomically
 from dlcli.registry import suggest
-from dlcli.schema import bounded, parse
+from dlcli.schema import bounded, folder_name, parse, seed_field
 
 
 @dataclasses.dataclass
@@ -74,16 +73,19 @@ class Distribution:
         return int(rng.integers(int(self.low), int(self.high) + 1))
 
 
+MAX_TRIALS = 100_000  # trials one sweep may hold
+
+
 @dataclasses.dataclass
 class SweepConfig:
-    name: str = "sweep"
+    name: str = folder_name("sweep")
     base: str | None = None
     strategy: Literal["grid", "random", "optuna"] = "grid"
-    trials: int | None = bounded(None, low=1)
-    seed: int = 0
+    trials: int | None = bounded(None, low=1, high=MAX_TRIALS)
+    seed: int = seed_field()
     metric: str = "val/accuracy"
     direction: Literal["max", "min"] = "max"
-    workers: int = bounded(1, low=1)
+    workers: int = bounded(1, low=1, high=MAX_WORKERS)
     set: list[str] = dataclasses.field(default_factory=list)
     space: dict = dataclasses.field(default_factory=dict)
 
@@ -126,6 +128,9 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
         space[str(key)] = parse(Distribution, spec, f"space.{key}")
         if cfg.strategy == "grid" and space[str(key)].distribution != "choice":
             raise BadInput(f"space.{key}: a grid needs a list of values; use strategy: random or optuna for distributions")
+    if cfg.strategy == "grid" and cfg.trials is None and math.prod(len(d.values) for d in space.values()) > MAX_TRIALS:
+        raise BadInput(f"the grid has {math.prod(len(d.values) for d in space.values()):,} combinations, more than "
+                       f"{MAX_TRIALS:,}; give fewer values, or set trials to run the first ones")
     if cfg.strategy != "grid" and cfg.trials is None:
         raise BadInput(f"trials is missing; a {cfg.strategy} sweep needs a trial budget")
     return Sweep(cfg, base_path, space, out or Path("sweeps") / cfg.name)
@@ -145,8 +150,8 @@ def trial_params(sweep: Sweep) -> list[dict]:
     """The grid's combinations in order, or `trials` random draws from `seed`."""
     keys = list(sweep.space)
     if sweep.cfg.strategy == "grid":
-        grid = [dict(zip(keys, values)) for values in itertools.product(*(sweep.space[k].values for k in keys))]
-        return grid[: sweep.cfg.trials] if sweep.cfg.trials else grid
+        combinations = itertools.product(*(sweep.space[k].values for k in keys))
+        return [dict(zip(keys, values)) for values in itertools.islice(combinations, sweep.cfg.trials)]
     rng = np.random.default_rng(sweep.cfg.seed)
     return [{k: sweep.space[k].sample(rng) for k in keys} for _ in range(sweep.cfg.trials)]
 
@@ -206,22 +211,15 @@ def write_results(sweep: Sweep, trials: list[Trial]) -> dict:
             "direction": sweep.cfg.direction, "trials": [dataclasses.asdict(t) for t in trials],
             "finished": len(done), "failed": sum(t.status == "failed" for t in trials),
             "best": dataclasses.asdict(best) if best else None}
-    _write(sweep.folder / "results.json", json.dumps(data, indent=2))
+    write_atomically(sweep.folder / "results.json", json.dumps(data, indent=2))
     header = ["trial", "status", sweep.cfg.metric, *keys, "error"]
     rows = [[f"{t.index:03d}", t.status, "" if t.value is None else repr(t.value), *(str(t.params[k]) for k in keys),
              (t.error or "").replace(",", ";")] for t in trials]
-    _write(sweep.folder / "results.csv", "\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    write_atomically(sweep.folder / "results.csv", "\n".join(",".join(r) for r in [header, *rows]) + "\n")
     if best is not None:
         config = sweep.trial_config(best.params) | {"name": f"{sweep.cfg.name}-best"}
-        _write(sweep.folder / "best.yaml",
+        write_atomically(sweep.folder / "best.yaml",
                f"# best trial {best.index:03d} of sweep {sweep.cfg.name}: {sweep.cfg.metric} = {best.value}\n"
                + yaml.safe_dump(config, sort_keys=False))
         data["best_config"] = str(sweep.folder / "best.yaml")
     return data
-
-
-def _write(path: Path, text: str) -> None:
-    """Replace `path` at once: the sweep processes sharing a study each write the results."""
-    partial = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)

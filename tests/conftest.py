@@ -108,10 +108,10 @@ def run_cli(*args: str, data_dir: Path | None = None, check: bool = False, **pop
 
 
 def invoke(*args: str, data_dir: Path | None = None, env: dict | None = None,
-           check: bool = False) -> subprocess.CompletedProcess:
+           check: bool = False, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """`dlcli ARGS` in this process (`dlcli.cli.run`, what the console script runs before
-    it exits), with the environment of `run_cli` and the repository as working folder;
-    stdout and stderr captured as text. For what needs no real process of its own."""
+    it exits), with the environment of `run_cli` and `cwd` (the repository) as working
+    folder; stdout and stderr captured as text. For what needs no real process of its own."""
     from dlcli.cli import run
 
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -119,7 +119,7 @@ def invoke(*args: str, data_dir: Path | None = None, env: dict | None = None,
     os.environ.clear()
     os.environ.update(env or cli_env(data_dir))
     try:
-        with contextlib.chdir(REPO), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = run(list(args))
     finally:
         os.environ.clear()

@@ -291,8 +291,12 @@ SAMPLE_ERRORS = [
     pytest.param(["--prompt", "to be€"], ["the character '€' is not in the model's vocabulary"], id="prompt-out-of-vocabulary"),
     pytest.param(["--prompt", ""], ["--prompt is empty"], id="empty-prompt"),
     pytest.param(["--prompt", "to", "--length", "0"], ["--length must be at least 1, got 0"], id="zero-length"),
-    pytest.param(["--prompt", "to", "--temperature", "-1"], ["--temperature must be 0 (greedy) or more"],
+    pytest.param(["--prompt", "to", "--temperature", "-1"], ["--temperature must be 0 (greedy) or a finite number"],
                  id="negative-temperature"),
+    pytest.param(["--prompt", "to", "--temperature", "nan"], ["--temperature must be 0 (greedy) or a finite number",
+                                                              "got nan"], id="nan-temperature"),
+    pytest.param(["--prompt", "to", "--temperature", "inf"], ["--temperature must be 0 (greedy) or a finite number"],
+                 id="infinite-temperature"),
     pytest.param(["--prompt", "to", "--top-k", "999"], ["--top-k must be between 1 and the vocabulary size"],
                  id="top-k-above-vocabulary"),
 ]
@@ -317,3 +321,170 @@ def test_autoencoder_commands_on_a_classifier_run(trained_run, tmp_path):
 def test_sample_from_a_run_that_is_not_a_language_model(trained_run):
     error_line(trained_run, ["sample", str(trained_run), "--prompt", "a"],
                ["neither a language model nor a sequence-to-sequence model", "data.name: text, reverse"])
+
+
+# ----- the corpus: every input channel, each case one line, exit 2, nothing changed --------
+# (files to write into {dir}, the whole command line, substrings of the error line). The
+# command runs with {dir} as its working folder and everything under {dir} (the run
+# copy included, as {run}) must be left exactly as it was.
+SWEEP = "base: {base}\nspace:\n  optimizer.learning_rate: [0.001, 0.003]\n"
+TINY_YAML = "training: {steps: 4, eval_every: 2, batch_size: 32}\n"
+BIG_GRID = "space:\n" + "".join(f"  model.{key}: [{', '.join(str(v) for v in range(1, 11))}]\n"
+                                  for key in ("width", "depth")) + \
+           "".join(f"  optimizer.{key}: [{', '.join(str(v / 100) for v in range(1, 11))}]\n"
+                   for key in ("learning_rate", "b1", "b2", "eps", "weight_decay"))
+ALIAS_BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)) + "model: {widths: *i}\n"
+
+CORPUS = [
+    # command-line flags
+    pytest.param({}, ["train", "--seed", "-1"], ["seed must be >= 0, got -1"], id="flag-negative-seed"),
+    pytest.param({}, ["train", "--seed", "99999999999999999999999"], ["seed must be <= 4294967295"], id="flag-huge-seed"),
+    pytest.param({}, ["train", "--run-dir", ""], ["--run-dir is empty"], id="flag-empty-run-dir"),
+    pytest.param({"file.txt": "x"}, ["train", "--run-dir", "{dir}/file.txt/run"], ["not a directory"],
+                 id="flag-run-dir-under-a-file"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--steps", "0"], ["--steps must be >= 1, got 0"],
+                 id="flag-zero-steps"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--depths", "a,b"], ["--depths must be comma-separated ints"],
+                 id="flag-depths-not-numbers"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--depths", ","], ["--depths must be comma-separated ints"],
+                 id="flag-depths-empty-list"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--depths", "0,2"], ["--depths must be >= 1, got 0"],
+                 id="flag-depth-zero"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--seeds", "0"], ["--seeds must be >= 1, got 0"], id="flag-zero-seeds"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--workers", "100000"], ["--workers must be <= 1024"],
+                 id="flag-absurd-workers"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--lr", "nan"], ["--lr must be a positive finite number, got nan"],
+                 id="flag-nan-learning-rate"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--tune-lr", "--lr-grid", "0.1,x"],
+                 ["--lr-grid must be comma-separated floats"], id="flag-malformed-lr-grid"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--baseline", "zzz"],
+                 ["--baseline 'zzz' is not an arm", "depth 1, depth 2"], id="flag-unknown-baseline"),
+    pytest.param({"a.yaml": TINY_YAML, "b.yaml": TINY_YAML}, ["compare", "a.yaml", "b.yaml", "--baseline", "c"],
+                 ["--baseline 'c' is not an arm", "choose one of: a, b"], id="flag-unknown-baseline-of-configs"),
+    pytest.param({"file.txt": "x"}, ["compare", "shallow-vs-deep", "--out", "file.txt"],
+                 ["--out file.txt is a file, not a folder"], id="flag-compare-out-is-a-file"),
+    pytest.param({}, ["compare", "shallow-vs-deep", "--out", ""], ["--out is empty"], id="flag-compare-out-empty"),
+    pytest.param({"file.txt": "x", "s.yaml": SWEEP.format(base="null")}, ["sweep", "s.yaml", "--out", "file.txt"],
+                 ["--out file.txt is a file, not a folder"], id="flag-sweep-out-is-a-file"),
+    pytest.param({"s.yaml": SWEEP.format(base="null")}, ["sweep", "s.yaml", "--workers", "0"],
+                 ["--workers must be >= 1, got 0"], id="flag-sweep-zero-workers"),
+    pytest.param({}, ["eval", "{run}", "--checkpoint", "-1"], ["--checkpoint '-1' is not available"],
+                 id="flag-negative-checkpoint"),
+    pytest.param({}, ["eval", "{dir}/nowhere"], ["is not a dlcli run folder"], id="flag-eval-missing-folder"),
+    # --set overrides
+    pytest.param({}, ["train", *sets("seed=-5")], ["seed must be >= 0, got -5"], id="set-negative-seed"),
+    pytest.param({}, ["train", *sets("training.epochs=1e30")], ["training.epochs must be <= 2147483647"],
+                 id="set-epochs-1e30"),
+    pytest.param({}, ["train", *sets("training.steps=3e9")], ["training.steps must be <= 2147483647"],
+                 id="set-steps-beyond-int32"),
+    pytest.param({}, ["train", *sets("training.epochs=nan")], ["training.epochs must be an integer"], id="set-nan-epochs"),
+    pytest.param({}, ["train", *sets("optimizer.learning_rate=.nan")], ["optimizer.learning_rate must be a finite number"],
+                 id="set-nan-learning-rate"),
+    pytest.param({}, ["train", *sets("optimizer.learning_rate=nan")], ["optimizer.learning_rate must be a number",
+                                                                        "'nan' (str)"], id="set-nan-word-learning-rate"),
+    pytest.param({}, ["train", *sets("optimizer.learning_rate=.inf")], ["optimizer.learning_rate must be a finite number"],
+                 id="set-infinite-learning-rate"),
+    pytest.param({}, ["train", *sets("model.width=1000000000")], ["parameters", "GiB of training state",
+                                                                   "make it smaller"], id="set-absurd-width"),
+    pytest.param({}, ["train", *sets("model.name=transformer_decoder", "data.name=copy_memory", "model.context=1000000", "model.width=65536")],
+                 ["parameters", "make it smaller"], id="set-absurd-context"),
+    pytest.param({}, ["train", *sets("model.name=transformer_decoder", "data.name=copy_memory", "model.context=2000000000")],
+                 ["model.context must be <= 1000000"], id="set-context-out-of-range"),
+    pytest.param({}, ["train", *sets("name=../../escape")], ["name '../../escape' cannot name a folder", "'escape'"],
+                 id="set-name-escaping-runs"),
+    pytest.param({}, ["train", *sets("name=/tmp/absolute")], ["name '/tmp/absolute' cannot name a folder"],
+                 id="set-absolute-name"),
+    pytest.param({}, ["train", *sets("name=.")], ["name '.' cannot name a folder"], id="set-name-dot"),
+    pytest.param({}, ["train", *sets("name=..")], ["name '..' cannot name a folder"], id="set-name-dot-dot"),
+    pytest.param({}, ["train", *sets("name=")], ["name must be a string"], id="set-empty-name"),
+    pytest.param({}, ["train", *sets("data.name=moons", "data.seed=-1")], ["data.seed must be >= 0, got -1"],
+                 id="set-negative-data-seed"),
+    pytest.param({}, ["train", *sets("model.widths=[8, -1]")], ["model.widths[1] must be >= 1, got -1"],
+                 id="set-negative-list-item"),
+    pytest.param({}, ["train", *sets("model.widths=[8,")], ["model.widths must be a list"], id="set-malformed-list"),
+    pytest.param({}, ["train", *sets("training.batch_size=[1, 2]")], ["training.batch_size must be an integer"],
+                 id="set-list-for-a-number"),
+    pytest.param({}, ["train", *sets("training=5")], ["training must be a mapping"], id="set-value-for-a-section"),
+    pytest.param({}, ["train", *sets("=5")], ["is not of the form key.path=value"], id="set-no-key"),
+    pytest.param({}, ["train", *sets("training.batch_size.x=5")], ["training.batch_size must be an integer"],
+                 id="set-section-for-a-value"),
+    pytest.param({}, ["train", *sets("model.name=gru", "data.name=adding", "data.length=1000000000")],
+                 ["data.length must be <= 100000"], id="set-absurd-sequence-length"),
+    # config files
+    pytest.param({"c.yaml": "seed: 1\nseed: 2\n"}, ["train", "c.yaml"], ["the key 'seed' is given twice", "line 2"],
+                 id="file-duplicate-key"),
+    pytest.param({"c.yaml": "training:\n  steps: 4\n  steps: 5\n"}, ["train", "c.yaml"],
+                 ["the key 'steps' is given twice"], id="file-duplicate-nested-key"),
+    pytest.param({"c.yaml": "name: !!python/object/apply:os.system ['touch pwned']\n"}, ["train", "c.yaml"],
+                 ["is not valid YAML", "python/object/apply:os.system"], id="file-python-tag"),
+    pytest.param({"c.yaml": "name: \"a\\0b\"\n"}, ["train", "c.yaml"], ["cannot name a folder", "'a_b'"], id="file-nul-in-name"),
+    pytest.param({"c.yaml": "name: \"a\\nb\"\n"}, ["train", "c.yaml"], ["cannot name a folder"], id="file-newline-in-name"),
+    pytest.param({"c.yaml": "name: \"\"\n"}, ["train", "c.yaml"], ["name '' cannot name a folder"], id="file-empty-name"),
+    pytest.param({"c.yaml": b"\xff\xfe\x00garbage\x00\x01"}, ["train", "c.yaml"], ["is not valid YAML"], id="file-binary"),
+    pytest.param({"c.yaml": "[" * 5000}, ["train", "c.yaml"], ["is not valid YAML"], id="file-deeply-nested"),
+    pytest.param({"c.yaml": ALIAS_BOMB}, ["train", "c.yaml"], ["unknown config key 'a'"], id="file-alias-bomb"),
+    pytest.param({"c.yaml": "5\n"}, ["train", "c.yaml"], ["must hold a mapping", "got a int"], id="file-scalar"),
+    pytest.param({"sub/x.txt": "x"}, ["train", "sub"], ["config file sub is a folder"], id="file-is-a-folder"),
+    pytest.param({}, ["train", "/dev/null"], ["/dev/null is not a regular file"], id="file-is-a-device"),
+    pytest.param({"fifo": None}, ["train", "fifo"], ["fifo is not a regular file"], id="file-is-a-pipe"),
+    pytest.param({"c.yaml": "model: {name: mlp, width: 16}\nmodel: {name: cnn}\n"}, ["config", "show", "c.yaml"],
+                 ["the key 'model' is given twice"], id="file-duplicate-section-in-config-show"),
+    # sweep files
+    pytest.param({"s.yaml": "strategy: random\ntrials: 100000000000\n" + SWEEP.format(base="null")}, ["sweep", "s.yaml"],
+                 ["trials must be <= 100000"], id="sweep-absurd-trials"),
+    pytest.param({"s.yaml": BIG_GRID}, ["sweep", "s.yaml"], ["the grid has 10,000,000 combinations"],
+                 id="sweep-absurd-grid"),
+    pytest.param({"s.yaml": "name: ../x\n" + SWEEP.format(base="null")}, ["sweep", "s.yaml"],
+                 ["name '../x' cannot name a folder"], id="sweep-name-escaping"),
+    pytest.param({"s.yaml": "workers: 0\n" + SWEEP.format(base="null")}, ["sweep", "s.yaml"],
+                 ["workers must be >= 1, got 0"], id="sweep-zero-workers"),
+    pytest.param({"s.yaml": "seed: 1\nseed: 2\n" + SWEEP.format(base="null")}, ["sweep", "s.yaml"],
+                 ["the key 'seed' is given twice"], id="sweep-duplicate-key"),
+    pytest.param({"s/x.txt": "x"}, ["sweep", "s"], ["config file s is a folder"], id="sweep-file-is-a-folder"),
+    pytest.param({"s.yaml": SWEEP.format(base="nothing.yaml")}, ["sweep", "s.yaml"], ["base 'nothing.yaml' does not exist"],
+                 id="sweep-missing-base"),
+    pytest.param({"s.yaml": "space:\n  optimizer.learning_rate: {distribution: uniform, low: 1, high: 0}\n"
+                            "strategy: random\ntrials: 2\n"}, ["sweep", "s.yaml"], ["needs low < high"],
+                 id="sweep-inverted-range"),
+    # compare files
+    pytest.param({"a.yaml": TINY_YAML}, ["compare", "a.yaml", "missing.yaml"], ["missing.yaml does not exist"],
+                 id="compare-missing-file"),
+    pytest.param({"a.yaml": TINY_YAML, "b.yaml": "name: x\nname: y\n"}, ["compare", "a.yaml", "b.yaml"],
+                 ["the key 'name' is given twice"], id="compare-duplicate-key"),
+    pytest.param({"a.yaml": TINY_YAML, "b/x.txt": "x"}, ["compare", "a.yaml", "b"], ["config file b is a folder"],
+                 id="compare-file-is-a-folder"),
+    # data folders
+    pytest.param({"corpus/x.txt": "x"}, ["train", *sets("model.name=gru", "data.name=text", "data.path=corpus")],
+                 ["corpus"], id="data-text-path-is-a-folder"),
+]
+
+
+def write_files(folder: Path, files: dict) -> None:
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            os.mkfifo(path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+
+@pytest.mark.parametrize("files, args, needles", CORPUS)
+def test_corpus(run_copy, tmp_path, files, args, needles):
+    """Run from {dir}: nothing under it changes (the run copy included), nothing is
+    written where a name points outside it."""
+    write_files(tmp_path, files)
+    args, needles = fill(args, dir=tmp_path, run=run_copy), fill(needles, dir=tmp_path)
+    before = snapshot(tmp_path)
+    result = invoke(*args, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stdout == ""
+    for needle in needles:
+        assert needle in lines[0]
+    assert snapshot(tmp_path) == before
+    assert not (tmp_path.parent / "escape").exists() and not Path("/tmp/absolute").exists()

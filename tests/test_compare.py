@@ -72,7 +72,7 @@ def test_compare_configs_with_extra_eval(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["shallow-vs-deep", "--seeds", "0"], "--seeds must be at least 1"),
+    (["shallow-vs-deep", "--seeds", "0"], "--seeds must be >= 1, got 0"),
     (["shallow-vs-deep", "--metric", "test/accuracy"], "does not exist for regression"),
     (["shallow-vs-deep", "--task", "mnist", "--budget", "500", "--depths", "1,8"], "cannot fit a depth-1 mlp"),
     (["shallow-vs-deep", "--depths", "1,x"], "--depths must be"),

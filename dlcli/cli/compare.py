@@ -9,9 +9,10 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, SetOption, data_dir_or_default, print_json
+from dlcli.cli.options import DataDirOption, JsonOption, SetOption, data_dir_or_default, folder_or_none, print_json
 
 DEPTH_PANEL = "shallow-vs-deep"
+MAX_SEEDS = 1000
 
 
 @app.command("compare")
@@ -23,7 +24,7 @@ def compare_command(
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric to compare; default test/accuracy "
                                                                 "(classifiers), a GAN's first metric, else test/loss."),
     workers: int = typer.Option(os.cpu_count() or 1, "--workers", help="Runs trained at once, one process each."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default comparisons/<name>."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output folder; default comparisons/<name>."),
     set_: Optional[list[str]] = SetOption,
     shift_test: int = typer.Option(0, "--shift-test", help="Also evaluate every run on test images shifted by up to N px."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Arm the others are tested against (default: the first)."),
@@ -48,23 +49,41 @@ def compare_command(
     Rerunning the same command resumes: finished runs are not trained again.
     """
     from dlcli import compare
+    from dlcli.batch import MAX_WORKERS
+    from dlcli.config import MAX_STEPS
     from dlcli.errors import BadInput
+    from dlcli.schema import check_range
 
-    if workers < 1:
-        raise BadInput(f"--workers must be at least 1, got {workers}")
+    check_range(workers, "--workers", 1, MAX_WORKERS)
+    check_range(seeds, "--seeds", 1, MAX_SEEDS)
+    check_range(shift_test, "--shift-test", 0, None)
+    out_dir = folder_or_none(out, "--out")
     if targets[0] == "shallow-vs-deep":
         if len(targets) > 1:
             raise BadInput("dlcli compare shallow-vs-deep takes no config files; use --task, --budget, --depths")
-        arms = compare.shallow_vs_deep_arms(task, model=model, budget=budget, depths=_ints(depths, "--depths"),
+        for value, option in ((steps, "--steps"), (budget, "--budget")):
+            if value is not None:
+                check_range(value, option, 1, MAX_STEPS)
+        if lr is not None and not 0 < lr < float("inf"):
+            raise BadInput(f"--lr must be a positive finite number, got {lr}")
+        depth_list = _numbers(depths, "--depths", int, "1,2,4,8")
+        for depth in depth_list:
+            check_range(depth, "--depths", 1, 1000)
+        arms = compare.shallow_vs_deep_arms(task, model=model, budget=budget, depths=depth_list,
                                             steps=steps, activation=activation, learning_rate=lr, overrides=set_ or [])
         name, title = f"shallow-vs-deep-{task}-{model}", f"shallow vs deep: {model} on {task}, {arms[0].config['training']['steps']} steps"
-        grid = [float(v) for v in lr_grid.split(",")] if tune_lr else None
-        baseline = baseline or arms[0].label
+        grid = _numbers(lr_grid, "--lr-grid", float, "0.001,0.003") if tune_lr else None
+        if grid is not None and not all(0 < rate < float("inf") for rate in grid):
+            raise BadInput(f"--lr-grid must hold positive finite learning rates, got {lr_grid!r}")
     else:
         arms = compare.config_arms([Path(t) for t in targets], set_ or [])
         name = "-vs-".join(a.label for a in arms)
         title, grid = f"compare: {', '.join(a.label for a in arms)}", None
-    out_dir = out or Path("comparisons") / name
+    labels = [a.label for a in arms]
+    if baseline is not None and baseline not in labels:
+        raise BadInput(f"--baseline {baseline!r} is not an arm of this comparison; choose one of: {', '.join(labels)}")
+    baseline = baseline or labels[0]
+    out_dir = out_dir or Path("comparisons") / name
     extra = {f"shift{shift_test}": ["--shift", str(shift_test)]} if shift_test else None
 
     from dlcli.console import stderr
@@ -91,13 +110,17 @@ def compare_command(
     _print(outcome, out_dir)
 
 
-def _ints(text: str, option: str) -> list[int]:
+def _numbers(text: str, option: str, kind: type, example: str) -> list:
+    """The non-empty comma-separated list of numbers of `kind` an option holds."""
     from dlcli.errors import BadInput
 
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise BadInput(f"{option} must be comma-separated integers such as 1,2,4,8, got {text!r}") from None
+        values = []
+    if not values:
+        raise BadInput(f"{option} must be comma-separated {kind.__name__}s such as {example}, got {text!r}")
+    return values
 
 
 def _print(outcome, out_dir: Path) -> None:

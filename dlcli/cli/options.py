@@ -39,6 +39,21 @@ def join_cluster(coordinator: Optional[str], num_processes: Optional[int], proce
     Cluster(coordinator, num_processes, process_id, distributed, init_timeout).join()
 
 
+def folder_or_none(value: Optional[str], option: str) -> Optional[Path]:
+    """The folder an option names; `BadInput` for an empty one (which would mean the
+    current folder) or one that is a file."""
+    from dlcli.errors import BadInput
+
+    if value is None:
+        return None
+    if not value.strip():
+        raise BadInput(f"{option} is empty; give a folder path (leave the option out for the default)")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{option} {path} is a file, not a folder; choose another path")
+    return path
+
+
 def data_dir_or_default(data_dir: Optional[Path]) -> Path:
     from dlcli.data import default_data_dir
 

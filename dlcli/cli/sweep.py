@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default, print_json
+from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default, folder_or_none, print_json
 
 
 @app.command("sweep")
@@ -16,7 +16,7 @@ from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default, pr
 def sweep_command(
     sweep_file: Path = typer.Argument(..., metavar="SWEEP.yaml", help="Sweep file: base, space, strategy, metric."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Trials trained at once (default: the file's workers)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder; default sweeps/<name>."),
+    out: Optional[str] = typer.Option(None, "--out", help="Sweep folder; default sweeps/<name>."),
     storage: Optional[str] = typer.Option(
         None, "--storage", metavar="URL",
         help="Work through one study with other sweep processes, here or on other hosts: a database URL "
@@ -37,15 +37,17 @@ def sweep_command(
     study once all its trials have finished. Exit code 0 when at least one trial
     finished, 1 when every trial failed, 2 for a bad sweep file or storage.
     """
+    from dlcli.batch import MAX_WORKERS
     from dlcli.errors import BadInput, TrainingFailure
+    from dlcli.schema import check_range
     from dlcli.sweep import load_sweep, run_sweep, write_results
 
-    if workers is not None and workers < 1:
-        raise BadInput(f"--workers must be at least 1, got {workers}")
+    if workers is not None:
+        check_range(workers, "--workers", 1, MAX_WORKERS)
     if dead_after < 3:
         raise BadInput(f"--dead-after must be at least 3 seconds (a heartbeat goes every SECONDS/6, at least "
                        f"every second), got {dead_after}")
-    sweep = load_sweep(sweep_file, out)
+    sweep = load_sweep(sweep_file, folder_or_none(out, "--out"))
     from dlcli.console import stderr
 
     def report(result) -> None:

@@ -10,7 +10,7 @@ import typer
 from dlcli.cli import app, reports_errors
 from dlcli.cli.options import (CoordinatorOption, DataDirOption, DistributedOption, InitTimeoutOption, JsonOption,
                                NumProcessesOption, ProcessIdOption, SeedOption, SetOption, data_dir_or_default,
-                               join_cluster, print_json)
+                               folder_or_none, join_cluster, print_json)
 
 
 @app.command("train")
@@ -18,7 +18,7 @@ from dlcli.cli.options import (CoordinatorOption, DataDirOption, DistributedOpti
 def train_command(
     config: Optional[Path] = typer.Argument(None, help="YAML experiment file; default: the built-in digits MLP."),
     set_: Optional[list[str]] = SetOption,
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder; default: runs/<experiment name>."),
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Run folder; default: runs/<experiment name>."),
     seed: Optional[int] = SeedOption,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its latest checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --run-dir."),
@@ -39,7 +39,7 @@ def train_command(
     from dlcli.config import load_config
 
     cfg = load_config(config, set_ or [], seed)
-    run_dir = run_dir if run_dir is not None else Path("runs") / cfg.name
+    run_dir = folder_or_none(run_dir, "--run-dir") or Path("runs") / cfg.name
     join_cluster(coordinator, num_processes, process_id, distributed, init_timeout)
 
     from dlcli.train.distributed import peer_lost

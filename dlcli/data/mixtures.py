@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits
-from dlcli.schema import bounded
+from dlcli.schema import bounded, seed_field
 
 
 @dataclasses.dataclass
@@ -24,7 +24,7 @@ class MixtureConfig(DatasetSpec):
     n_train: int = bounded(100_000, low=1, high=10_000_000)
     n_val: int = bounded(2500, low=1, high=1_000_000)
     n_test: int = bounded(2500, low=1, high=1_000_000)
-    seed: int = 0
+    seed: int = seed_field()
 
     def info(self) -> DatasetInfo:
         return DatasetInfo((2,), len(self.centres()), "classification")

@@ -20,7 +20,7 @@ import numpy as np
 from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits
 from dlcli.data.sequences import SPLITS, check_length_range
 from dlcli.errors import BadInput
-from dlcli.schema import bounded
+from dlcli.schema import bounded, seed_field
 
 PAD, START, END = 0, 1, 2
 SPECIALS = 3
@@ -35,7 +35,7 @@ class Seq2SeqConfig(DatasetSpec):
     n_train: int = bounded(20000, low=1, high=10_000_000)
     n_val: int = bounded(1000, low=1, high=1_000_000)
     n_test: int = bounded(2000, low=1, high=1_000_000)
-    seed: int = 0
+    seed: int = seed_field()
 
     def info(self) -> DatasetInfo:
         vocab = SPECIALS + len(self.alphabet)

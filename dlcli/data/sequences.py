@@ -22,7 +22,7 @@ import numpy as np
 
 from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits
 from dlcli.errors import BadInput
-from dlcli.schema import bounded
+from dlcli.schema import bounded, seed_field
 
 SPLITS = ("train", "val", "test")
 
@@ -35,7 +35,7 @@ class SequenceConfig(DatasetSpec):
     n_train: int = bounded(20000, low=1, high=10_000_000)
     n_val: int = bounded(2000, low=1, high=1_000_000)
     n_test: int = bounded(2000, low=1, high=1_000_000)
-    seed: int = 0
+    seed: int = seed_field()
 
     def load(self, data_dir: Path) -> Splits:
         sizes = {"train": self.n_train, "val": self.n_val, "test": self.n_test}

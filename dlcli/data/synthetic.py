@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits, split_by_fraction
-from dlcli.schema import bounded
+from dlcli.schema import bounded, seed_field
 
 
 @dataclasses.dataclass
@@ -20,7 +20,7 @@ class SyntheticConfig(DatasetSpec):
     name: str
     n_samples: int = bounded(3000, low=10, high=10_000_000)
     noise: float = bounded(0.1, low=0.0)
-    seed: int = 0
+    seed: int = seed_field()
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)
     test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Hashable
 
@@ -16,11 +17,11 @@ import numpy as np
 from flax import nnx
 
 from dlcli.checkpoint import whole_array
-from dlcli.config import ExperimentConfig, ParallelConfig
+from dlcli.config import MAX_STEPS, ExperimentConfig, ParallelConfig
 from dlcli.data import Splits, num_examples
 from dlcli.errors import BadInput
 from dlcli.models import count_params
-from dlcli.runs import RunDir, build_model
+from dlcli.runs import RunDir, build_model, param_count
 from dlcli.tasks import make_task
 from dlcli.train.parallel import Placement
 from dlcli.train.step import CompiledSteps, EvalBatches
@@ -98,8 +99,12 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     placement = Placement.for_config(parallel or cfg.parallel)
     steps_per_epoch = n_train // batch
     total = cfg.training.steps if cfg.training.steps is not None else cfg.training.epochs * steps_per_epoch
+    if total > MAX_STEPS:
+        raise BadInput(f"training.epochs {cfg.training.epochs} x {steps_per_epoch} steps per epoch is {total:,} steps, "
+                       f"more than {MAX_STEPS:,}; train for fewer epochs")
 
     info = splits.info
+    check_fits_in_memory(param_count(cfg, info, references))
     model = build_model(cfg, info, references)
     start = cfg.model.pretrained_start()
     if fresh and start is not None:
@@ -112,6 +117,23 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     x_train, y_train = placement.put_replicated(splits.train)
     y_train = task.targets(x_train, y_train)
     return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references)
+
+
+TRAINING_BYTES_PER_PARAM = 16  # float32 parameters, gradients and two optimizer moments
+
+
+def check_fits_in_memory(params: int) -> None:
+    """`BadInput` for a model whose training state alone (`TRAINING_BYTES_PER_PARAM` per
+    parameter, before any activation) exceeds the memory of the device it trains on,
+    instead of an allocation failure that aborts the process."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    available = stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    needed = TRAINING_BYTES_PER_PARAM * params
+    if needed > available:
+        raise BadInput(f"the model has {params:,} parameters, {needed / 2**30:,.1f} GiB of training state, more than the "
+                       f"{available / 2**30:,.1f} GiB of memory of {device.platform} device {device.id}; "
+                       "make it smaller (model.width, layers, hidden, channels)")
 
 
 def program_key(cfg: ExperimentConfig, info, total_steps: int, references: dict[str, ExperimentConfig],
