@@ -16,7 +16,7 @@ needed for type annotations alone sit under `if TYPE_CHECKING:` and do not count
     data, checkpoint                 datasets by name; Orbax items of a run
     errors, registry, schema,        the ground floor: no JAX
       console, plots, stats, runlog,
-      allocator
+      allocator, files, interrupts
 """
 
 __version__ = "0.1.0"

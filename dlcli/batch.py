@@ -31,11 +31,14 @@ from typing import Callable
 
 import yaml
 
+from dlcli import interrupts
 from dlcli.config import parse_yaml
+from dlcli.files import write_atomically
 from dlcli.runs import RunDir
 
 
 PRUNED = -1000  # the exit code recorded for a run stopped by its `prune` callback
+MAX_WORKERS = 1024  # worker processes one batch may start
 
 
 @dataclasses.dataclass
@@ -115,7 +118,8 @@ class JobPool:
 
     def run(self, jobs: list[Job], on_done: Callable[[JobResult], None] = lambda result: None) -> list[JobResult]:
         """Run every unfinished job; results in the order of `jobs`. Ctrl-C stops the
-        workers (their jobs stay unfinished) and raises KeyboardInterrupt."""
+        workers (their jobs stay unfinished) and raises KeyboardInterrupt; so does SIGTERM
+        (`dlcli.interrupts.Interrupted`)."""
         results: dict[str, JobResult] = {}
         pending = []
         for job in jobs:
@@ -126,7 +130,7 @@ class JobPool:
             else:
                 pending.append(job)
         threads = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
-        with _sigint_as_event() as interrupted:
+        with interrupts.deferred():
             try:
                 running = {threads.submit(self._runner.run, job) for job in pending}
                 while running:
@@ -136,8 +140,8 @@ class JobPool:
                         result = future.result()
                         results[result.key] = result
                         on_done(result)
-                    if interrupted.is_set():
-                        raise KeyboardInterrupt
+                    if interrupts.received():
+                        raise interrupts.Interrupted(interrupts.received())
             except KeyboardInterrupt:
                 self._runner.stop()
                 raise
@@ -151,23 +155,6 @@ def run_jobs(jobs: list[Job], *, workers: int, data_dir: Path,
     """Run every unfinished job on `workers` worker processes of their own; results in the order of `jobs`."""
     with JobPool(workers=workers, data_dir=data_dir) as pool:
         return pool.run(jobs, on_done)
-
-
-@contextlib.contextmanager
-def _sigint_as_event():
-    """While the batch runs, Ctrl-C (SIGINT) sets the yielded event instead of raising
-    KeyboardInterrupt at an arbitrary point: CPython drops an exception raised inside a
-    finalizer or garbage-collection callback, and the interrupt with it. Off the main
-    thread, where no handler can be set, the event stays clear and Ctrl-C raises as usual."""
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _finished(job: Job) -> JobResult | None:
@@ -205,14 +192,14 @@ class _Runner:
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         if not _same_config(job):
             job.failure_path.unlink(missing_ok=True)
-            job.config_path.write_text(yaml.safe_dump(job.config, sort_keys=False))
+            write_atomically(job.config_path, yaml.safe_dump(job.config, sort_keys=False))
             mode = ["--overwrite"]
         else:
             mode = ["--resume"] if RunDir(job.run_dir).has_checkpoint() else ["--overwrite"]
         code, out, err = self._call(["train", str(job.config_path), "--run-dir", str(job.run_dir), *mode, "--json"],
                                     job.run_dir if job.prune else None, job.prune)
         if code == PRUNED:
-            job.failure_path.write_text(json.dumps({"exit_code": PRUNED, "error": "pruned"}))
+            write_atomically(job.failure_path, json.dumps({"exit_code": PRUNED, "error": "pruned"}))
             return JobResult(job.key, "pruned", error="pruned")
         if code != 0:
             return self._failed(job, code, err)
@@ -222,14 +209,14 @@ class _Runner:
             if code != 0:
                 return self._failed(job, code, err)
             extra[name] = json.loads(eval_out)["metrics"]
-        (job.run_dir / "extra_evals.json").write_text(json.dumps(extra))
+        write_atomically(job.run_dir / "extra_evals.json", json.dumps(extra))
         return JobResult(job.key, "done", json.loads(out), extra=extra)
 
     def _failed(self, job: Job, code: int, stderr: str) -> JobResult:
         lines = [line for line in stderr.splitlines() if line.strip()]
         error = lines[-1] if lines else f"exit code {code}"
         if not self.stopping.is_set():  # an interrupted job is unfinished, not failed
-            job.failure_path.write_text(json.dumps({"exit_code": code, "error": error}))
+            write_atomically(job.failure_path, json.dumps({"exit_code": code, "error": error}))
         return JobResult(job.key, "failed", error=error)
 
     def _call(self, args: list[str], run_dir: Path | None = None,

@@ -4,7 +4,8 @@ Each checkpoint is a step folder under `run_dir/checkpoints/` holding three item
 `model` and `optimizer`, each a pure pytree of arrays (so a model restores without
 building an optimizer), and `meta`, JSON with the step, epoch, the base RNG key, the
 early-stopping bookkeeping, that evaluation's metrics, the resolved config and the
-sha256 of each array item. Orbax writes each save into a temporary folder and renames
+sha256 of each array item; Orbax adds `metrics` (whether the save was the best, and
+its step), from which it picks what to keep, after a resume too. Orbax writes each save into a temporary folder and renames
 it when complete, so a crash mid-save leaves the previous checkpoints intact. Restores
 use freshly built state as the target, so shapes and dtypes come from the config, not
 from whatever is on disk.
@@ -60,10 +61,12 @@ class RunCheckpoints:
         self.directory = checkpoint_dir(run_dir)
         keep_policy = policies.AnyPreservationPolicy([
             policies.LatestN(n=keep),
-            policies.BestN(get_metric_fn=lambda metrics: (metrics["was_best"], metrics["step"]), n=1),
+            policies.BestN(get_metric_fn=_recency_as_best, n=1),
         ])
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=keep_policy, create=not read_only, read_only=read_only,
+            # best_fn makes Orbax write each save's metrics into its step folder, so the
+            # policy still knows the best after the folder is reopened (a resumed run)
+            preservation_policy=keep_policy, best_fn=_recency_as_best, create=not read_only, read_only=read_only,
             cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -167,6 +170,11 @@ class RunCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _recency_as_best(metrics: dict) -> float:
+    """Orders saves so that the most recent one saved as the best comes first."""
+    return metrics["was_best"] * 2**31 + metrics["step"]
 
 
 def _integer_keys(tree: Any) -> Any:

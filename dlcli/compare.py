@@ -20,6 +20,7 @@ from typing import Callable
 from dlcli.batch import Job, JobPool, JobResult
 from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
 from dlcli.errors import BadInput
+from dlcli.files import write_atomically
 from dlcli.runs import RunDir
 from dlcli.schema import to_dict
 from dlcli.specs.cnn import ConvBlock
@@ -275,19 +276,19 @@ def write_outputs(comparison: Comparison, out_dir: Path, title: str) -> dict:
     """results.json, results.csv, report.md and curves.png in `out_dir`; returns the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
     data = to_json(comparison, out_dir)
-    (out_dir / "results.json").write_text(json.dumps(data, indent=2))
+    write_atomically(out_dir / "results.json", json.dumps(data, indent=2))
     rows = [{"arm": a.arm.label, **row} for a in comparison.arms for row in a.seeds]
     extra = list(comparison.arms[0].extra)
     columns = ["arm", "seed", "params", comparison.metric, *extra, "wall_s", "run_dir"]
     lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
-    (out_dir / "results.csv").write_text("\n".join(lines) + "\n")
+    write_atomically(out_dir / "results.csv", "\n".join(lines) + "\n")
     from dlcli.plots import gradient_flow_by_arm, learning_curves
 
     val_metric = "val/" + comparison.metric.split("/")[-1]
     records = {a.arm.label: [RunDir(d).metrics() for d in a.run_dirs] for a in comparison.arms}
     learning_curves(records, val_metric, out_dir / "curves.png", title)
     gradient_flow_by_arm(records, out_dir / "gradient_flow.png", title)
-    (out_dir / "report.md").write_text(_markdown(comparison, title))
+    write_atomically(out_dir / "report.md", _markdown(comparison, title))
     return data
 
 

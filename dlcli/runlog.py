@@ -1,6 +1,7 @@
 """Metrics of a run: one JSON object per evaluation in `metrics.jsonl`, mirrored to
 TensorBoard event files in `tb/`. On resume both are cut back to the checkpoint's step,
-so a resumed run's log reads as if it had never stopped."""
+so a resumed run's log reads as if it had never stopped; a line that is not a record (a
+write cut short by a kill) is dropped then, and skipped by every reader."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 
 class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None = None):
+        """Open the log for appending; `resume_step`: first cut it back to the records up to
+        that step (`dropped_lines` counts the lines that were not records)."""
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.dropped_lines = 0
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            records, self.dropped_lines = _parse(self.path.read_text(errors="replace"))
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= resume_step))
         from tensorboardX import SummaryWriter
 
         purge = resume_step + 1 if resume_step is not None else None
@@ -32,5 +36,23 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of `run_dir`'s metrics.jsonl, in order ([] when it has none)."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return _parse(path.read_text(errors="replace"))[0] if path.is_file() else []
+
+
+def _parse(text: str) -> tuple[list[dict], int]:
+    """(the records among the lines of `text`, how many non-empty lines were not one)."""
+    records, bad = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad

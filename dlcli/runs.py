@@ -17,6 +17,7 @@ reopen the source run: it may be moved or deleted once the run has started.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,7 @@ from dlcli.checkpoint import RunCheckpoints, has_checkpoint
 from dlcli.config import ExperimentConfig, config_from_dict, parse_yaml, resolved_yaml
 from dlcli.data import DatasetInfo
 from dlcli.errors import BadInput
+from dlcli.files import LOCK_NAME, write_atomically
 from dlcli.runlog import read_metrics
 
 
@@ -59,6 +61,12 @@ class RunDir:
     def holds_run(self) -> bool:
         return self.config_file.exists() or self.has_checkpoint()
 
+    def stopped_before_first_checkpoint(self) -> bool:
+        """A run that started (its config.yaml is written) but stopped before its first
+        checkpoint and never finished: `dlcli train` starts it again from step 0, with
+        --resume or without."""
+        return self.config_file.is_file() and not self.has_checkpoint() and not self.summary_file.exists()
+
     # ----- config, vocabulary, summary --------------------------------------------------
     def config(self) -> ExperimentConfig:
         """The resolved config the run was trained with; `BadInput` if absent or broken."""
@@ -73,7 +81,7 @@ class RunDir:
         return self.config()
 
     def write_config(self, cfg: ExperimentConfig) -> None:
-        self.config_file.write_text(resolved_yaml(cfg))
+        write_atomically(self.config_file, resolved_yaml(cfg))
 
     def vocab(self) -> str:
         if not self.vocab_file.is_file():
@@ -86,7 +94,7 @@ class RunDir:
 
     def write_vocab(self, vocab: str) -> None:
         """The characters of a language model's vocabulary, in id order (read by `dlcli sample`)."""
-        self.vocab_file.write_text(json.dumps({"vocab": vocab}, ensure_ascii=False), encoding="utf-8")
+        write_atomically(self.vocab_file, json.dumps({"vocab": vocab}, ensure_ascii=False))
 
     def info(self, cfg: ExperimentConfig) -> DatasetInfo:
         """The dataset's shapes as the run saw them (a text corpus's vocabulary from vocab.json)."""
@@ -97,11 +105,16 @@ class RunDir:
         return read_metrics(self.path)
 
     def summary(self) -> dict | None:
-        """summary.json of a finished run; None while it has none."""
-        return json.loads(self.summary_file.read_text()) if self.summary_file.exists() else None
+        """summary.json of a finished run; None while it has none (or one cut short: the
+        run is then not finished)."""
+        try:
+            summary = json.loads(self.summary_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) else None
 
     def write_summary(self, summary: dict) -> None:
-        self.summary_file.write_text(json.dumps(summary, indent=2))
+        write_atomically(self.summary_file, json.dumps(summary, indent=2))
 
     # ----- referenced runs ----------------------------------------------------------------
     def references(self, cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
@@ -118,7 +131,7 @@ class RunDir:
         if references:
             self.references_dir.mkdir(exist_ok=True)
         for field, cfg in references.items():
-            (self.references_dir / f"{field}.yaml").write_text(resolved_yaml(cfg))
+            write_atomically(self.references_dir / f"{field}.yaml", resolved_yaml(cfg))
 
     # ----- checkpoints and restored models -------------------------------------------------
     def checkpoints(self, cfg: ExperimentConfig, read_only: bool = False) -> RunCheckpoints:
@@ -149,18 +162,34 @@ class RunDir:
         if resume and overwrite:
             raise BadInput("--resume and --overwrite contradict each other; pass one of them")
         path = self.path
+        for part in (self.config_file, self.vocab_file, self.summary_file, path / "metrics.jsonl"):
+            if part.exists() and not part.is_file():
+                raise BadInput(f"{part} is a folder, not a file, so {path} is damaged; remove {part.name} "
+                               "(or start again with --overwrite)")
         if resume:
-            if not self.has_checkpoint():
+            if not self.has_checkpoint() and not self.stopped_before_first_checkpoint():
                 raise BadInput(f"--resume: {path} holds no checkpoint to resume from; drop --resume to start a new run")
             differences = _differences(_what_runs(self.config()), _what_runs(cfg))
             if differences:
                 raise BadInput(f"--resume: the config differs from the run's saved config at {', '.join(differences[:3])}; "
                                f"resume with the same config, or start a new run with --overwrite or another --run-dir")
-        elif self.holds_run() and not overwrite:
+        elif self.holds_run() and not overwrite and not self.stopped_before_first_checkpoint():
             raise BadInput(f"{path} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            "or choose another --run-dir")
-        elif path.exists() and not self.holds_run() and (not path.is_dir() or any(path.iterdir())):
+        elif path.exists() and not self.holds_run() and (
+                not path.is_dir() or any(entry.name != LOCK_NAME for entry in path.iterdir())):
             raise BadInput(f"{path} exists and is not a dlcli run folder; choose another --run-dir")
+
+
+    def clear(self) -> None:
+        """Remove everything in the folder but its writer's lock (`--overwrite`)."""
+        for entry in self.path.iterdir() if self.path.is_dir() else ():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def build_model(cfg: ExperimentConfig, info: DatasetInfo, references: dict[str, ExperimentConfig]):
@@ -186,7 +215,7 @@ def _read_config(path: Path, missing: str) -> ExperimentConfig:
         raise BadInput(missing)
     try:
         raw = parse_yaml(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
         raise BadInput(f"{path} is not valid YAML; restore it, or retrain with --overwrite") from None
     if not isinstance(raw, dict):
         raise BadInput(f"{path} does not hold a config mapping; restore it, or retrain with --overwrite")

@@ -21,7 +21,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # Lowest first; the same order as the diagram in dlcli/__init__.py.
 LAYERS = [
-    {"errors", "registry", "schema", "console", "plots", "stats", "runlog", "allocator"},
+    {"errors", "registry", "schema", "console", "plots", "stats", "runlog", "allocator", "files", "interrupts"},
     {"data", "checkpoint"},
     {"models"},
     {"specs"},
@@ -138,7 +138,8 @@ def test_a_run_folder_of_the_earlier_checkpoint_layout_evaluates_and_resumes(tmp
     shutil.rmtree(run / "checkpoints" / "4")
     resumed = fit(RunDir(run).config(), run, data_dir=tmp_path, resume=True, show_progress=False)
     assert resumed["metrics"] == pytest.approx(saved["metrics"], rel=1e-6)
-    assert sorted(p.name for p in (run / "checkpoints" / "4").iterdir() if p.is_dir()) == ["meta", "model", "optimizer"]
+    assert sorted(p.name for p in (run / "checkpoints" / "4").iterdir() if p.is_dir()) == [
+        "meta", "metrics", "model", "optimizer"]
 
 
 def test_every_task_kind_has_one_registered_task():

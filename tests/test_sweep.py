@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlcli.batch import _sigint_as_event
+from dlcli import interrupts
 from dlcli.config import load_config
 from dlcli.errors import BadInput
 from dlcli.sweep import load_sweep, trial_params
@@ -144,7 +144,7 @@ def test_ctrl_c_then_rerun_trains_only_missing_trials(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "interrupted" in stderr, (process.returncode, stderr)
+    assert process.returncode == 130 and "error: stopped by Ctrl-C" in stderr, (process.returncode, stderr)
     finished = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/summary.json")}
     assert 1 <= len(finished) < 5
 
@@ -194,14 +194,26 @@ def test_optuna_strategy_prunes_and_resumes(tmp_path):
     assert again["trials"] == first["trials"]  # the study in optuna.db is complete: nothing new runs
 
 
-def test_ctrl_c_in_a_finalizer_still_stops_a_batch():
-    """CPython drops a KeyboardInterrupt raised inside a finalizer; a batch must still see the Ctrl-C."""
-    class DeliversCtrlC:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_a_finalizer_is_still_seen(signum):
+    """CPython drops a KeyboardInterrupt raised inside a finalizer; deferred or not, the
+    signal is recorded for the batch (or the command) to see."""
+    class DeliversSignal:
         def __del__(self):
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signum)
 
-    before = signal.getsignal(signal.SIGINT)
-    with _sigint_as_event() as interrupted:
-        DeliversCtrlC()  # dropped at once: its finalizer runs here
-        assert interrupted.is_set()
-    assert signal.getsignal(signal.SIGINT) is before
+    before = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    interrupts.reset()
+    with interrupts.deferred():
+        DeliversSignal()  # dropped at once: its finalizer runs here
+        assert interrupts.received() == signum
+    assert {s: signal.getsignal(s) for s in interrupts.SIGNALS} == before
+    interrupts.reset()
+    interrupts.install()
+    try:
+        DeliversSignal()  # raised inside the finalizer and dropped there, but recorded
+        assert interrupts.received() == signum
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        interrupts.reset()

@@ -17,7 +17,9 @@ from typing import Optional
 
 import typer
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DISK_FULL, DlcliError, describe_os_error
+from dlcli import interrupts
+from dlcli.interrupts import Interrupted
 
 app = typer.Typer(
     name="dlcli", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -76,20 +78,29 @@ def use_compilation_cache(enabled: bool) -> None:
 
 
 def reports_errors(command):
-    """Turn a `DlcliError` into one line on stderr and its exit code."""
+    """Turn a `DlcliError`, an `OSError` or Ctrl-C into one line on stderr and its exit
+    code (a full disk is a failure, 1; any other file-system error bad input, 2)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from dlcli.console import error
 
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            if interrupts.received():  # an interrupt a finalizer swallowed: the command still ends with it
+                raise Interrupted(interrupts.received())
+            return result
         except DlcliError as err:
             error(str(err))
             raise typer.Exit(err.exit_code) from None
-        except KeyboardInterrupt:
-            error("interrupted; rerun the same command with --resume (train) or as it was (compare, sweep) to continue")
-            raise typer.Exit(130) from None
+        except OSError as err:  # a path the checks did not foresee: unreadable, unwritable, a full disk
+            error(describe_os_error(err))
+            raise typer.Exit(1 if err.errno in DISK_FULL else 2) from None
+        except KeyboardInterrupt as err:
+            interrupt = err if isinstance(err, Interrupted) else Interrupted()
+            error(interrupt.message or f"stopped by {interrupt.signal_name}; rerun the same command with --resume "
+                                       "(train) or as it was (compare, sweep) to continue")
+            raise typer.Exit(interrupt.exit_code) from None
         except RuntimeError as err:
             if "Unable to initialize backend" not in str(err):
                 raise
@@ -109,6 +120,7 @@ def run(args: list[str]) -> int:
     from dlcli.cli import catalog, compare, embed, evaluate, sample, sweep, train  # noqa: F401  (registers the commands)
     from dlcli.console import error
 
+    interrupts.reset()
     try:
         code = app(args=list(args), prog_name="dlcli", standalone_mode=False)
     except typer.TyperException as err:
@@ -117,13 +129,16 @@ def run(args: list[str]) -> int:
             context = getattr(err, "ctx", None)
             error(message + (f"; see {context.command_path} --help" if context is not None else ""))
         return err.exit_code
-    except typer.Abort:
-        return 130
+    except typer.Abort as err:  # Ctrl-C or SIGTERM before a command started
+        interrupt = err.__cause__ if isinstance(err.__cause__, Interrupted) else Interrupted()
+        error(f"stopped by {interrupt.signal_name}")
+        return interrupt.exit_code
     return code if isinstance(code, int) else 0
 
 
 def main() -> None:
     """Entry point of the `dlcli` command."""
+    interrupts.install()
     code = run(sys.argv[1:])
     if code == 0:
         atexit._run_exitfuncs()  # what a normal exit runs: JAX's shutdown, a multi-process run's goodbye

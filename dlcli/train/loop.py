@@ -16,18 +16,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import shutil
+import signal
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from dlcli import interrupts
 from dlcli.checkpoint import RunCheckpoints
 from dlcli.config import ExperimentConfig
-from dlcli.console import TrainProgress
+from dlcli.console import TrainProgress, warn
 from dlcli.data import num_examples
 from dlcli.errors import BadInput, TrainingFailure
+from dlcli.files import FolderLock
 from dlcli.runlog import MetricsLog
 from dlcli.runs import RunDir
 from dlcli.train.distributed import barrier, decided_by_process_0, outputs_folder, writes_outputs
@@ -57,13 +59,25 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
         overwrite: bool = False, show_progress: bool = True) -> dict:
     """Train `cfg` into `run_dir` and return the run summary (also saved as summary.json).
     In a multi-process run every process calls this alike (`dlcli.train.distributed`)."""
-    run_dir = Path(run_dir)
+    with interrupts.deferred():  # a signal stops the run at the next safe point (see `_stop`)
+        return _fit(cfg, Path(run_dir), data_dir, resume, overwrite, show_progress)
+
+
+def _fit(cfg: ExperimentConfig, run_dir: Path, data_dir: Path, resume: bool, overwrite: bool,
+         show_progress: bool) -> dict:
     run = RunDir(run_dir)
+    lock = FolderLock(run_dir, "run folder") if writes_outputs() else None
+    if lock:
+        lock.check_free()
     run.check_for_training(cfg, resume=resume, overwrite=overwrite)
+    restart = run.stopped_before_first_checkpoint()
+    if restart and writes_outputs():
+        warn(f"{run_dir} holds a run stopped before its first checkpoint; starting it again from step 0")
+    resume = resume and not restart
     exp = build_experiment(cfg, data_dir, run.references(cfg) if resume else None)
     exp.placement.check_batch(cfg.training.batch_size, "training.batch_size")
     barrier("checked")  # every process has read the folder before process 0 changes it
-    book, step = Bookkeeping(), 0
+    book, step, period_so_far = Bookkeeping(), 0, None
     checkpoints = None
     if resume:
         checkpoints = run.checkpoints(cfg)
@@ -75,9 +89,28 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
         exp.load_checkpoint_items(items)
         book = Bookkeeping(**meta["bookkeeping"])
         step = int(meta["step"])
-    elif overwrite and run_dir.exists() and writes_outputs():
-        shutil.rmtree(run_dir)
-    barrier("cleared")
+        period_so_far = _chunk_from_json(meta.get("period_so_far"))
+    if jax.process_count() == 1 and interrupts.received():
+        if checkpoints:
+            checkpoints.close()
+        raise interrupts.Interrupted(interrupts.received(), f"stopped by {_signal_name()} before training started; "
+                                                            f"{run_dir} is as it was")
+    try:
+        if lock:  # every input is checked: from here on this process is the folder's one writer
+            lock.acquire()
+            run.check_for_training(cfg, resume=resume, overwrite=overwrite)  # as it is now that it is ours
+            if (overwrite and not resume) or restart:
+                run.clear()
+        barrier("cleared")
+        return _fit_locked(exp, run_dir, checkpoints, book, step, period_so_far, resume, show_progress, data_dir)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _fit_locked(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints | None, book: Bookkeeping, step: int,
+                period_so_far: dict | None, resume: bool, show_progress: bool, data_dir: Path) -> dict:
+    cfg, run = exp.cfg, RunDir(run_dir)
     with outputs_folder(run_dir) as outputs:
         outputs.mkdir(parents=True, exist_ok=True)
         written = RunDir(outputs)
@@ -87,16 +120,22 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
             written.write_vocab(exp.splits.info.vocab)
         checkpoints = checkpoints or run.checkpoints(cfg)
         log = MetricsLog(outputs, resume_step=step if resume else None)
+        if log.dropped_lines:
+            warn(f"{log.path}: dropped {log.dropped_lines} line(s) that were not metric records (a write cut short "
+                 f"by a kill); the log goes on from step {step}")
         try:
-            summary = _train(exp, outputs, checkpoints, log, book, step, show_progress, data_dir)
+            summary = _train(exp, outputs, checkpoints, log, book, step, period_so_far, show_progress, data_dir)
         finally:
             checkpoints.close()
             log.close()
     return {**summary, "run_dir": str(run_dir)}
 
 
-def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog,
-           book: Bookkeeping, step: int, show_progress: bool, data_dir: Path) -> dict:
+def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog, book: Bookkeeping,
+           step: int, period_so_far: dict | None, show_progress: bool, data_dir: Path) -> dict:
+    """The evaluation periods from `step` on; `period_so_far`: the per-step metrics of
+    the steps of the current period before `step` (a run stopped mid-period), so its
+    record averages over the whole period as an uninterrupted run's does."""
     cfg, steps = exp.cfg, exp.steps
     training = cfg.training
     start_time = time.perf_counter()
@@ -107,12 +146,14 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
     stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
     progress = TrainProgress(exp.total_steps, step, metric_name) if show_progress else None
     unsaved_best = None  # (step, checkpoint items, meta) of an improvement between due saves
-    last_save = time.perf_counter()
+    last_save, saved_step, record = time.perf_counter(), step, {}
+    alone = jax.process_count() == 1  # several processes agree on stopping at evaluations only
     with progress or contextlib.nullcontext():
         while step < exp.total_steps and not stopped_early:
             period_end = min((step // eval_every + 1) * eval_every, exp.total_steps)
             period_start, compile_before, clock = step, steps.compile_s, time.perf_counter()
-            chunks = []
+            chunks = [period_so_far] if period_so_far else []
+            period_so_far = None
             while step < period_end:
                 count = min(training.steps_per_dispatch, period_end - step)
                 metrics = steps.train_chunk(exp.x_train, exp.y_train, sampler.indices(step, count), step)
@@ -132,6 +173,9 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                 if progress:
                     progress.update(step, _epoch(step, exp), float(metrics["loss"][-1]),
                                     _last_finite(metrics[metric_name]), samples_per_s)
+                if alone and interrupts.received() and step < period_end:
+                    meta = {**_meta(exp, step, book, record), "period_so_far": _chunk_to_json(chunks)}
+                    raise _stop(exp, checkpoints, step, meta, unsaved_best, saved_step)
             record = _period_record(exp, step, chunks, samples_per_s, time.perf_counter() - start_time)
             exp.steps.task.evaluated(exp.eval_model(), cfg, run_dir, record)
             log.write(record)
@@ -149,13 +193,33 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                     checkpoints.save(*unsaved_best, True)
                 unsaved_best = None
                 checkpoints.save(step, exp.checkpoint_items(), _meta(exp, step, book, record), improved)
-                last_save = time.perf_counter()
+                last_save, saved_step = time.perf_counter(), step
             elif improved:  # held until the next save: a later improvement before then replaces it
                 unsaved_best = step, _copied(exp.checkpoint_items()), _meta(exp, step, book, record)
+            if interrupts.received() if alone else decided_by_process_0(interrupts.received() is not None):
+                raise _stop(exp, checkpoints, step, _meta(exp, step, book, record), unsaved_best, saved_step)
             if progress and stopped_early:
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
     checkpoints.wait()
     return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time, data_dir)
+
+
+def _stop(exp: Experiment, checkpoints: RunCheckpoints, step: int, meta: dict, unsaved_best,
+          saved_step: int) -> interrupts.Interrupted:
+    """What a signal ends a run with, at a safe point: the best state held since the last
+    checkpoint and the current step (with `meta`) are saved, then the one line saying so."""
+    if unsaved_best is not None:
+        checkpoints.save(*unsaved_best, True)
+    if saved_step != step:
+        checkpoints.save(step, exp.checkpoint_items(), meta, False)
+    checkpoints.wait()
+    return interrupts.Interrupted(interrupts.received() or signal.SIGINT,
+                                  f"stopped by {_signal_name()} at step {step}; checkpoint {step} is saved in "
+                                  f"{checkpoints.directory}; rerun the same command with --resume to continue")
+
+
+def _signal_name() -> str:
+    return interrupts.Interrupted(interrupts.received() or signal.SIGINT).signal_name
 
 
 def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,
@@ -189,6 +253,10 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         "wall_s": round(wall_s, 3), "compile_s": round(exp.steps.compile_s, 3),
         "device": exp.placement.mesh.devices.flat[0].platform, "parallel": exp.placement.describe(),
     }
+    if interrupts.received() and jax.process_count() == 1:
+        raise interrupts.Interrupted(interrupts.received(), f"stopped by {_signal_name()} during the final evaluation; "
+                                     f"every checkpoint is saved in {checkpoints.directory}; rerun the same command "
+                                     "with --resume to finish it")
     RunDir(run_dir).write_summary(summary)
     return summary
 
@@ -244,6 +312,17 @@ def _meta(exp: Experiment, step: int, book: Bookkeeping, record: dict) -> dict:
         "best_step": book.best_step, "metrics": record, "config": exp.cfg.to_dict(),
         "rng_key": np.asarray(jax.random.key_data(exp.steps.key)).tolist(),
     }
+
+
+def _chunk_to_json(chunks: list[dict]) -> dict:
+    """The per-step metrics of `chunks` joined, as JSON: {name: [dtype, values]}."""
+    joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    return {k: [str(v.dtype), v.tolist()] for k, v in joined.items()}
+
+
+def _chunk_from_json(saved: dict | None) -> dict | None:
+    """What `_chunk_to_json` saved, as one chunk of the arrays it held (None: nothing saved)."""
+    return {k: np.asarray(values, dtype=dtype) for k, (dtype, values) in saved.items()} if saved else None
 
 
 def _mean_of_numbers(values: np.ndarray) -> float:

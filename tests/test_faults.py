@@ -1,0 +1,144 @@
+"""Faults while a run is written: signals at random moments, a second writer, a dead
+writer's lock, a log cut mid-line, a run stopped before its first checkpoint, pruning
+after a resume.
+
+The random-moment tests send each signal at DLCLI_FAULT_MOMENTS moments (2 here; `make
+faults` runs 20 of each); every moment's run must end, after `--resume`, exactly as the
+uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, cli_env, invoke, run_cli, sets, timeless_metrics
+
+from dlcli.files import LOCK_NAME
+
+MOMENTS = int(os.environ.get("DLCLI_FAULT_MOMENTS", "2"))
+# ~100 dispatches of one step, 10 evaluations, a checkpoint at each: every moment of a
+# run (compiling, a chunk, an evaluation, a save) is a few percent of its time or more
+RUN = sets("training.steps=100", "training.eval_every=10", "training.steps_per_dispatch=1", "training.batch_size=32",
+           "checkpoint.min_interval_s=0", "checkpoint.keep=2", "model.width=32")
+
+
+def start_train(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dlcli", "train", "--run-dir", str(run_dir), *RUN, *extra, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> bool:
+    """Wait until `path` exists; False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, dict, float]:
+    """(run folder, summary, seconds from its config.yaml appearing to the process's end)."""
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    process = start_train(run_dir)
+    assert wait_for(run_dir / "config.yaml", process)
+    started = time.monotonic()
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    return run_dir, json.loads(stdout), time.monotonic() - started
+
+
+def final_state(run_dir: Path) -> tuple:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return summary["metrics"], summary["steps"], summary["best_step"], timeless_metrics(run_dir)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_at_a_random_moment_stops_with_one_line_and_resume_ends_as_the_whole_run(uninterrupted, tmp_path,
+                                                                                          signum):
+    whole_dir, _, duration = uninterrupted
+    rng = random.Random(f"{signum}-{os.getpid()}-{time.time_ns()}")
+    for moment in range(MOMENTS):
+        run_dir = tmp_path / f"moment{moment}"
+        process = start_train(run_dir)
+        assert wait_for(run_dir / "config.yaml", process)
+        delay = rng.uniform(0, duration)
+        time.sleep(delay)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=300)
+        context = f"signal {signum.name} {delay:.2f} s into training: exit {process.returncode}\n{stderr}"
+        assert "Traceback" not in stderr, context
+        if process.returncode != 0:  # the run had not finished when the signal came
+            assert process.returncode == 128 + signum, context
+            last = stderr.strip().splitlines()[-1]
+            assert last.startswith("error: stopped by "), context
+            assert sum(line.startswith("error: ") for line in stderr.splitlines()) == 1, context
+            resumed = run_cli("train", "--run-dir", str(run_dir), *RUN, "--resume", "--json")
+            assert resumed.returncode == 0, resumed.stderr
+        assert final_state(run_dir) == final_state(whole_dir), context
+        steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+        assert len(steps) <= 3, steps  # the last 2 and the best: pruned after the resume too
+
+
+@pytest.mark.e2e
+def test_a_second_writer_is_refused_naming_the_first_and_a_dead_writers_lock_is_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    first = start_train(run_dir, *sets("training.steps=100000", "training.eval_every=1000"))
+    try:
+        assert wait_for(run_dir / "config.yaml", first)
+        for flags in ([], ["--resume"], ["--overwrite"]):
+            second = invoke("train", "--run-dir", str(run_dir), *RUN, *flags)
+            assert second.returncode == 2
+            lines = second.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"is being written by process {first.pid} on " in lines[0], second.stderr
+            assert "dlcli train --run-dir" in lines[0]
+    finally:
+        first.kill()
+        first.wait()
+    assert (run_dir / LOCK_NAME).exists()  # left behind by the killed writer, and taken over:
+    taken_over = run_cli("train", "--run-dir", str(run_dir), *RUN, "--overwrite", "--json")
+    assert taken_over.returncode == 0, taken_over.stderr
+    assert json.loads(taken_over.stdout)["steps"] == 100
+    assert "--overwrite" in json.loads((run_dir / LOCK_NAME).read_text())["command"]
+
+
+@pytest.mark.e2e
+def test_a_run_stopped_before_its_first_checkpoint_can_be_resumed_or_rerun(uninterrupted, tmp_path):
+    whole_dir = uninterrupted[0]
+    for flags in (["--resume"], []):
+        run_dir = tmp_path / ("resumed" if flags else "rerun")
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text((whole_dir / "config.yaml").read_text())  # started, then killed
+        (run_dir / "metrics.jsonl").write_text('{"step": 10, "epoch": 0, "val/loss": 1.0}\n{"step": 2')
+        result = run_cli("train", "--run-dir", str(run_dir), *RUN, *flags, "--json")
+        assert result.returncode == 0, result.stderr
+        assert "stopped before its first checkpoint; starting it again from step 0" in result.stderr
+        assert final_state(run_dir) == final_state(whole_dir)
+
+
+@pytest.mark.e2e
+def test_a_metrics_log_cut_mid_line_is_repaired_on_resume(uninterrupted, tmp_path):
+    import shutil
+
+    whole_dir = uninterrupted[0]
+    run_dir = Path(shutil.copytree(whole_dir, tmp_path / "run"))
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    for step in steps[1:]:  # back to the first kept checkpoint, as a kill after it leaves the folder
+        shutil.rmtree(run_dir / "checkpoints" / str(step))
+    (run_dir / "summary.json").unlink()
+    log = run_dir / "metrics.jsonl"
+    log.write_text(log.read_text()[:-25] + "\n\x00\x00garbage line\n{\"step\": \"x\"}\n")  # cut, then junk
+    result = run_cli("train", "--run-dir", str(run_dir), *RUN, "--resume", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "dropped 3 line(s) that were not metric records" in result.stderr
+    assert final_state(run_dir) == final_state(whole_dir)
