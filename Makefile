@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install dev clean
+.PHONY: run test faults install dev clean
 
 $(BIN)/dlcli: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ run: install
 
 test: dev
 	$(BIN)/python -m pytest -q -n auto --dist worksteal
+
+faults: dev
+	DLCLI_FAULT_MOMENTS=20 $(BIN)/python -m pytest -q -n auto tests/test_faults.py -k random_moment
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

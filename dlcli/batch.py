@@ -38,6 +38,7 @@ from dlcli.runs import RunDir
 
 
 PRUNED = -1000  # the exit code recorded for a run stopped by its `prune` callback
+TIMED_OUT = -1001  # the exit code recorded for a run stopped at its `timeout_s`
 MAX_WORKERS = 1024  # worker processes one batch may start
 
 
@@ -50,6 +51,7 @@ class Job:
     run_dir: Path
     extra_evals: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # name -> `dlcli eval` flags
     prune: Callable[[Path], bool] | None = None  # polled while training; True stops the run as pruned
+    timeout_s: float | None = None  # a run still training after this long is stopped and recorded as failed
 
     @property
     def config_path(self) -> Path:
@@ -166,6 +168,8 @@ def _finished(job: Job) -> JobResult | None:
             return JobResult(job.key, "done", summary, extra=extra, cached=True)
     if job.failure_path.exists() and _same_config(job):
         record = json.loads(job.failure_path.read_text())
+        if record.get("retry"):  # its worker was killed: the rerun resumes it from its checkpoints
+            return None
         return JobResult(job.key, "pruned" if record["exit_code"] == PRUNED else "failed", error=record["error"],
                          cached=True)
     return None
@@ -197,7 +201,7 @@ class _Runner:
         else:
             mode = ["--resume"] if RunDir(job.run_dir).has_checkpoint() else ["--overwrite"]
         code, out, err = self._call(["train", str(job.config_path), "--run-dir", str(job.run_dir), *mode, "--json"],
-                                    job.run_dir if job.prune else None, job.prune)
+                                    job.run_dir if job.prune else None, job.prune, job.timeout_s)
         if code == PRUNED:
             write_atomically(job.failure_path, json.dumps({"exit_code": PRUNED, "error": "pruned"}))
             return JobResult(job.key, "pruned", error="pruned")
@@ -215,24 +219,34 @@ class _Runner:
     def _failed(self, job: Job, code: int, stderr: str) -> JobResult:
         lines = [line for line in stderr.splitlines() if line.strip()]
         error = lines[-1] if lines else f"exit code {code}"
+        if code == TIMED_OUT:
+            error = f"stopped after {job.timeout_s:g} s, its time limit"
         if not self.stopping.is_set():  # an interrupted job is unfinished, not failed
-            write_atomically(job.failure_path, json.dumps({"exit_code": code, "error": error}))
+            # killed by a signal (SIGKILL, the OOM killer): nothing it did was wrong, so a
+            # rerun tries it again, resuming from its checkpoints
+            record = {"exit_code": code, "error": error, "retry": -100 < code < 0}
+            write_atomically(job.failure_path, json.dumps(record))
         return JobResult(job.key, "failed", error=error)
 
-    def _call(self, args: list[str], run_dir: Path | None = None,
-              prune: Callable[[Path], bool] | None = None) -> tuple[int, str, str]:
+    def _call(self, args: list[str], run_dir: Path | None = None, prune: Callable[[Path], bool] | None = None,
+              timeout_s: float | None = None) -> tuple[int, str, str]:
         """`dlcli ARGS` on an idle worker; (exit code, stdout, stderr). Output goes
-        through temporary files, so a long run cannot fill a pipe while `prune` is polled."""
+        through temporary files, so a long run cannot fill a pipe while `prune` is polled;
+        a call still running after `timeout_s` is interrupted (exit code `TIMED_OUT`)."""
         if self.stopping.is_set():
             return 130, "", "interrupted"
         worker = self._take()
         with tempfile.TemporaryDirectory(prefix="dlcli-job-") as folder:
             out, err = Path(folder) / "stdout", Path(folder) / "stderr"
             code = None if worker.start(args, out, err) else worker.exit_code
+            deadline = time.monotonic() + timeout_s if timeout_s is not None else None
             while code is None and worker.alive:
                 if prune is not None and prune(run_dir):
                     worker.interrupt()
                     code = PRUNED
+                elif deadline is not None and time.monotonic() > deadline:
+                    worker.interrupt()
+                    code = TIMED_OUT
                 else:
                     code = worker.reply(timeout=0.5)
             if code is None:  # it died under the job, perhaps just after its answer
@@ -241,7 +255,9 @@ class _Runner:
             stderr = err.read_text() if err.exists() else ""
         if code is None:
             code = worker.exit_code or 1
-            stderr += f"\nthe worker process ended with exit code {code}{worker.last_words()}\n"
+            how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+                   else f"ended with exit code {code}{worker.last_words()}")
+            stderr += f"\nthe worker process {how}\n"
         self._give(worker)
         return code, stdout, stderr
 

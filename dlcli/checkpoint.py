@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dlcli.errors import BadInput, stderr_silenced_on_failure
+from dlcli.errors import BadInput, report_line, restore_stderr, stderr_silenced_on_failure
 
 ITEMS = ("model", "optimizer")
 LEGACY_ITEM = "state"
 
 
 def _quiet_orbax() -> None:
+    """Orbax's failures reach dlcli as exceptions, each reported in one line (a failed
+    save's thread also logs its traceback, repeatedly on a full disk): its logs stay quiet."""
     for name in ("absl", "orbax", "jax._src.distributed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -40,8 +43,14 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
+    return bool(finished_steps(run_dir))
+
+
+def finished_steps(run_dir: Path) -> list[int]:
+    """The steps whose checkpoint was written to the end (Orbax renames a step's folder
+    to its number only then), in order."""
     folder = checkpoint_dir(run_dir)
-    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
 class RunCheckpoints:
@@ -158,18 +167,74 @@ class RunCheckpoints:
             trees[name] = jax.tree.map(lambda a, b: jax.numpy.asarray(a, dtype=np.asarray(b).dtype), tree, target)
         return trees, meta
 
-    def _unreadable(self, step: int, err: Exception) -> BadInput:
+    def _unreadable(self, step: int, err: Exception) -> "UnreadableCheckpoint":
         reason = " ".join(str(err).split())[:160]
-        return BadInput(f"checkpoint {step} in {self.directory} is corrupt or unreadable ({type(err).__name__}: {reason}); "
-                        "pick another with --checkpoint STEP, or retrain with --overwrite")
+        return UnreadableCheckpoint(step, f"checkpoint {step} in {self.directory} is corrupt or unreadable "
+                                          f"({type(err).__name__}: {reason})")
+
+    def restore_newest_readable(self, targets: dict[str, Any]) -> tuple[int, dict[str, Any], dict]:
+        """(step, trees, meta) of the newest checkpoint that reads back whole and matches
+        its checksums. Each newer one that does not is named in a warning line; `BadInput`
+        when none can be read."""
+        passed_over = []
+        for step in reversed(self.steps()):
+            try:
+                trees, meta = self.restore(step, targets)
+            except UnreadableCheckpoint as err:
+                passed_over.append(err)
+                continue
+            for err in passed_over:
+                report_line(f"warning: {err.description}; using checkpoint {step}, the newest readable one")
+            if passed_over:
+                _drop_unfinished_reads()
+                restore_stderr()
+            return step, trees, meta
+        if not passed_over:
+            raise BadInput(f"{self.directory} holds no checkpoint; train the run first")
+        raise BadInput(f"none of the {len(passed_over)} checkpoints in {self.directory} can be read (the newest: "
+                       f"{passed_over[0].description.split(' is ', 1)[1]}); retrain with --overwrite")
+
+    def delete_newer_than(self, step: int) -> None:
+        """Remove the checkpoints after `step` (unreadable ones a resume passed over)."""
+        for newer in self.steps():
+            if newer > step:
+                self.manager.delete(newer)
 
     def wait(self) -> None:
         """Block until the last asynchronous save is on disk (its errors raise here)."""
         self.manager.wait_until_finished()
 
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+    def close(self, quietly: bool = False) -> None:
+        """Finish the last save and close; `quietly`: after a failed save (a full disk),
+        whose error is reported already, ignore it if it comes back here."""
+        try:
+            self.manager.wait_until_finished()
+            self.manager.close()
+        except Exception:
+            if not quietly:
+                raise
+
+
+def _drop_unfinished_reads() -> None:
+    """After a failed read, Orbax's unfinished read coroutines are collected later and
+    Python reports each on stderr ("Exception ignored in"); that failure is reported
+    already (a warning line), so those reports are dropped, and only those."""
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is None or "orbax" not in code.co_filename:
+            default(unraisable)
+
+    sys.unraisablehook = hook
+
+
+class UnreadableCheckpoint(BadInput):
+    """A checkpoint that cannot be read back whole; `description` says which and why."""
+
+    def __init__(self, step: int, description: str):
+        super().__init__(f"{description}; pick another with --checkpoint STEP, or retrain with --overwrite")
+        self.step, self.description = step, description
 
 
 def _recency_as_best(metrics: dict) -> float:

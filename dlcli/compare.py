@@ -20,7 +20,7 @@ from typing import Callable
 from dlcli.batch import Job, JobPool, JobResult
 from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
 from dlcli.errors import BadInput
-from dlcli.files import write_atomically
+from dlcli.files import FolderLock, write_atomically
 from dlcli.runs import RunDir
 from dlcli.schema import to_dict
 from dlcli.specs.cnn import ConvBlock
@@ -182,7 +182,8 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
         metric = f"test/{TASK_KINDS.get(configs[0].task_kind).compare_metric or configs[0].metric_names[0]}"
     for cfg in configs:
         check_metric(metric, cfg, "--metric", tuple(extra_evals or ()))
-    with JobPool(workers=workers, data_dir=data_dir) as pool:  # the same workers tune and train
+    # one comparison writes a folder at a time; the same workers tune and train
+    with FolderLock(out_dir, "comparison folder"), JobPool(workers=workers, data_dir=data_dir) as pool:
         if tune_lr:
             arms = _tune_learning_rates(arms, tune_lr, out_dir, pool, on_done)
         jobs = [Job(f"{_slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{_slug(a.label)}-seed{s}",

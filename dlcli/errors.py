@@ -41,6 +41,20 @@ _OS_ERROR_FIXES = {
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def disk_full(err: BaseException) -> str | None:
+    """What the system said if `err`, or an error it was raised from (Orbax wraps the
+    errors of its writing threads), is a full disk or quota; None otherwise."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            return (err.strerror or "no space left").lower()
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return "no space left on device"
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def describe_os_error(err: OSError) -> str:
     """One line for a file-system error the code did not foresee: the path, what the
     system said, and what to do about it."""
@@ -70,6 +84,9 @@ def stderr_silenced_on_failure():
     those callbacks print tracebacks straight to fd 2, during the failing call and
     after it. The command then ends with one line from `report_line`."""
     global _stderr_fd
+    if _stderr_fd != 2:  # silenced by an earlier failure: stays so
+        yield
+        return
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -81,3 +98,13 @@ def stderr_silenced_on_failure():
         raise
     os.dup2(saved, 2)
     os.close(saved)
+
+
+def restore_stderr() -> None:
+    """Point fd 2 back at the real standard error after a silenced failure that the
+    command recovered from (a damaged checkpoint passed over for an older one)."""
+    global _stderr_fd
+    if _stderr_fd != 2:
+        os.dup2(_stderr_fd, 2)
+        os.close(_stderr_fd)
+        _stderr_fd = 2

@@ -148,7 +148,11 @@ class RunDir:
         try:
             step = checkpoints.resolve(checkpoint)
             state = nnx.state(model)
-            restored, _ = checkpoints.restore(step, {"model": nnx.to_pure_dict(state)})
+            targets = {"model": nnx.to_pure_dict(state)}
+            if checkpoint == "latest":  # the newest that reads back, with a warning for any passed over
+                step, restored, _ = checkpoints.restore_newest_readable(targets)
+            else:
+                restored, _ = checkpoints.restore(step, targets)
         finally:
             checkpoints.close()
         nnx.replace_by_pure_dict(state, restored["model"])

@@ -27,6 +27,7 @@ space:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -40,7 +41,7 @@ import yaml
 from dlcli.batch import MAX_WORKERS, Job, JobResult, run_jobs
 from dlcli.config import check_metric, load_config, read_yaml
 from dlcli.errors import BadInput
-from dlcli.files import write_atomically
+from dlcli.files import FolderLock, write_atomically
 from dlcli.registry import suggest
 from dlcli.schema import bounded, folder_name, parse, seed_field
 
@@ -86,6 +87,7 @@ class SweepConfig:
     metric: str = "val/accuracy"
     direction: Literal["max", "min"] = "max"
     workers: int = bounded(1, low=1, high=MAX_WORKERS)
+    trial_timeout_s: float | None = bounded(None, low=1)
     set: list[str] = dataclasses.field(default_factory=list)
     space: dict = dataclasses.field(default_factory=dict)
 
@@ -107,7 +109,7 @@ class Sweep:
 
     def job(self, index: int, params: dict) -> Job:
         config = self.trial_config(params) | {"name": f"{self.cfg.name}-trial-{index:03d}"}
-        return Job(f"trial-{index:03d}", config, self.run_dir(index))
+        return Job(f"trial-{index:03d}", config, self.run_dir(index), timeout_s=self.cfg.trial_timeout_s)
 
 
 def load_sweep(path: Path, out: Path | None = None) -> Sweep:
@@ -172,6 +174,13 @@ def run_sweep(sweep: Sweep, *, workers: int | None, data_dir: Path, storage: str
     `storage` (a SQLAlchemy URL or journal:PATH) shares the study with other sweep
     processes; one of theirs silent for `dead_after` seconds is taken as dead."""
     workers = workers or sweep.cfg.workers
+    # a shared study's processes write one folder together; any other sweep writes alone
+    with FolderLock(sweep.folder, "sweep folder") if storage is None else contextlib.nullcontext():
+        return _run_sweep(sweep, workers, data_dir, storage, dead_after, on_done)
+
+
+def _run_sweep(sweep: Sweep, workers: int, data_dir: Path, storage: str | None, dead_after: int,
+               on_done: Callable[[JobResult], None]) -> list[Trial]:
     if sweep.cfg.strategy == "optuna" or storage is not None:
         from dlcli.sweep_optuna import run_study
 

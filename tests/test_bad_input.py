@@ -5,6 +5,7 @@ printing behind the error line, and a dataset download are run as real processes
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -12,10 +13,11 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import TINY, cli_env, invoke, run_cli, sets, train_json
+from conftest import SHARED_DATA, TINY, cli_env, invoke, run_cli, sets, train_json
 
 from dlcli.config import DATASETS, MODELS, OptimizerConfig
 from dlcli.data.vision import IDX_FILES
+from dlcli.train.evaluate import evaluate_run
 
 TINY_RUN = [*TINY, "model.width=16", "checkpoint.min_interval_s=0"]
 OPTIMIZERS = ", ".join(typing.get_args(typing.get_type_hints(OptimizerConfig)["name"]))
@@ -249,31 +251,52 @@ def newest_model_file(run: Path) -> tuple[int, Path]:
     return step, max(files, key=lambda p: p.stat().st_size)
 
 
-COMMANDS = {"eval": ["eval", "{run}", "--checkpoint", "latest"], "resume": RESUME}
+COMMANDS = {"eval": ["eval", "{run}", "--checkpoint", "latest", "--json"], "resume": [*RESUME, "--json"]}
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("command", COMMANDS)
-def test_truncated_checkpoint_is_refused(run_copy, command):
-    """Half of the newest checkpoint's array data is cut off: eval and resume refuse it."""
-    step, data_file = newest_model_file(run_copy)
-    os.truncate(data_file, data_file.stat().st_size // 2)
-
-    lines = refuse(run_copy, fill(COMMANDS[command], run=run_copy), process=True)
-
-    assert len(lines) == 1, "\n".join(lines)  # no tracebacks from Orbax's unfinished restore tasks either
-    assert lines[0].startswith(f"error: checkpoint {step} in ") and "is corrupt or unreadable" in lines[0]
+def truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
 
 
-@pytest.mark.e2e
-def test_checkpoint_with_flipped_bytes_is_refused(run_copy):
-    step, data_file = newest_model_file(run_copy)
-    data = bytearray(data_file.read_bytes())
-    start = len(data) // 8  # inside the first layer's kernel
+def flip_bytes(path: Path) -> None:
+    """Inside the first layer's kernel: Orbax reads it, the checksum saved with it does not match."""
+    data = bytearray(path.read_bytes())
+    start = len(data) // 8
     data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])
-    data_file.write_bytes(bytes(data))
+    path.write_bytes(bytes(data))
 
-    error_line(run_copy, fill(COMMANDS["eval"], run=run_copy), [f"checkpoint {step}", "corrupt"], process=True)
+
+DAMAGE = {"truncated": truncate, "bit-flipped": flip_bytes, "missing": Path.unlink}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("command, damage", [("eval", "truncated"), ("resume", "bit-flipped"), ("eval", "missing")])
+def test_a_damaged_latest_checkpoint_is_named_and_passed_over_for_the_newest_readable_one(run_copy, command, damage):
+    step, data_file = newest_model_file(run_copy)
+    DAMAGE[damage](data_file)
+
+    result = run_cli(*fill(COMMANDS[command], run=run_copy))
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr  # none from Orbax's unfinished restore tasks either
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: checkpoint {step} in "), result.stderr
+    assert "is corrupt or unreadable" in warnings[0] and "using checkpoint 2, the newest readable one" in warnings[0]
+    if command == "eval":
+        assert json.loads(result.stdout)["checkpoint"] == 2
+    else:  # resumed from step 2, and the damaged step written again, readable
+        assert json.loads(result.stdout)["steps"] == step
+        assert evaluate_run(run_copy, checkpoint="latest", split="val", data_dir=SHARED_DATA)["checkpoint"] == step
+
+
+@pytest.mark.e2e
+def test_no_readable_checkpoint_is_refused_in_one_line(run_copy):
+    for step in (2, 4):
+        files = [p for p in (run_copy / "checkpoints" / str(step) / "model").rglob("*") if p.is_file()]
+        truncate(max(files, key=lambda p: p.stat().st_size))
+    lines = refuse(run_copy, fill(COMMANDS["resume"], run=run_copy), process=True)
+    assert len(lines) == 1, "\n".join(lines)
+    assert lines[0].startswith("error: none of the 2 checkpoints in ") and "retrain with --overwrite" in lines[0]
 
 
 @pytest.fixture(scope="module")

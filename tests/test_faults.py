@@ -2,13 +2,16 @@
 writer's lock, a log cut mid-line, a run stopped before its first checkpoint, pruning
 after a resume.
 
-The random-moment tests send each signal at DLCLI_FAULT_MOMENTS moments (2 here; `make
-faults` runs 20 of each); every moment's run must end, after `--resume`, exactly as the
-uninterrupted run does.
+The random-moment tests send each signal (SIGINT, SIGTERM, SIGKILL) at
+DLCLI_FAULT_MOMENTS moments (2 here; `make faults` runs 20 of each): during start-up,
+compiling, a chunk of steps, an evaluation or a save. Every moment's run must end, after
+`--resume`, exactly as the uninterrupted run does, and keep no more checkpoints than
+`keep` and the best.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -54,7 +57,11 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict, float]:
     started = time.monotonic()
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
-    return run_dir, json.loads(stdout), time.monotonic() - started
+    summary = json.loads(stdout)
+    import jax
+
+    assert summary["environment"]["versions"]["jax"] == jax.__version__ and summary["environment"]["cpu"]
+    return run_dir, summary, time.monotonic() - started
 
 
 def final_state(run_dir: Path) -> tuple:
@@ -63,11 +70,12 @@ def final_state(run_dir: Path) -> tuple:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_a_signal_at_a_random_moment_stops_with_one_line_and_resume_ends_as_the_whole_run(uninterrupted, tmp_path,
                                                                                           signum):
     whole_dir, _, duration = uninterrupted
     rng = random.Random(f"{signum}-{os.getpid()}-{time.time_ns()}")
+    outcomes = collections.Counter()
     for moment in range(MOMENTS):
         run_dir = tmp_path / f"moment{moment}"
         process = start_train(run_dir)
@@ -78,7 +86,13 @@ def test_a_signal_at_a_random_moment_stops_with_one_line_and_resume_ends_as_the_
         stdout, stderr = process.communicate(timeout=300)
         context = f"signal {signum.name} {delay:.2f} s into training: exit {process.returncode}\n{stderr}"
         assert "Traceback" not in stderr, context
-        if process.returncode != 0:  # the run had not finished when the signal came
+        outcomes[_outcome(process.returncode, stderr)] += 1
+        if process.returncode == -signal.SIGKILL:  # no word from it: the resume finds what it left
+            resumed = run_cli("train", "--run-dir", str(run_dir), *RUN, "--resume", "--json")
+            assert resumed.returncode == 0, resumed.stderr
+            assert "Traceback" not in resumed.stderr
+            assert not list((run_dir / "checkpoints").glob("*.orbax-checkpoint-tmp*"))  # a killed save, cleaned up
+        elif process.returncode != 0:  # the run had not finished when the signal came
             assert process.returncode == 128 + signum, context
             last = stderr.strip().splitlines()[-1]
             assert last.startswith("error: stopped by "), context
@@ -88,6 +102,22 @@ def test_a_signal_at_a_random_moment_stops_with_one_line_and_resume_ends_as_the_
         assert final_state(run_dir) == final_state(whole_dir), context
         steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
         assert len(steps) <= 3, steps  # the last 2 and the best: pruned after the resume too
+    print(f"{signum.name}: {MOMENTS} moments, all resumed identical: {dict(sorted(outcomes.items()))}")
+
+
+def _outcome(code: int, stderr: str) -> str:
+    """Where a signal found the run, from how it ended."""
+    if code == 0:
+        return "after it finished"
+    if code == -signal.SIGKILL:
+        return "killed"
+    if "before training started" in stderr:
+        return "before training"
+    if "after the command had finished" in stderr:
+        return "after it finished, in its exit handlers"
+    if "during the final evaluation" in stderr:
+        return "in the final evaluation"
+    return "mid-training, checkpoint written" if " at step " in stderr else "before its first step"
 
 
 @pytest.mark.e2e
@@ -142,3 +172,66 @@ def test_a_metrics_log_cut_mid_line_is_repaired_on_resume(uninterrupted, tmp_pat
     assert result.returncode == 0, result.stderr
     assert "dropped 3 line(s) that were not metric records" in result.stderr
     assert final_state(run_dir) == final_state(whole_dir)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("command", [["sweep", "experiments/sweeps/mlp_digits.yaml", "--workers", "1"],
+                                     ["compare", "shallow-vs-deep", "--seeds", "2", "--workers", "1"]],
+                         ids=["sweep", "compare"])
+def test_a_second_batch_into_one_folder_is_refused_naming_the_first(tmp_path, command):
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "dlcli", *command, "--out", str(out)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
+    try:
+        assert wait_for(out / LOCK_NAME, first)
+        second = invoke(*command, "--out", str(out))
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"folder {out} is being written by process {first.pid} on " in lines[0], lines
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130 and stderr.strip().splitlines()[-1].startswith("error: stopped by Ctrl-C"), stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 20 MiB tmpfs of its own (mounting needs root; skipped elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.mark.e2e
+def test_a_full_disk_stops_the_run_in_one_line_keeps_the_last_good_checkpoint_and_resume_ends_as_the_whole_run(
+        uninterrupted, small_disk):
+    from dlcli.checkpoint import finished_steps
+
+    run_dir = small_disk / "run"
+    process = start_train(run_dir)
+    assert wait_for(run_dir / "checkpoints" / "10", process)
+    filler = small_disk / "filler"
+    with filler.open("wb", buffering=0) as f:  # fill what is left, so the next write fails
+        try:
+            while f.write(b"\0" * 65536):
+                pass
+        except OSError:
+            pass
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    # TensorStore's writing threads can still print an "Event loop is closed" traceback
+    # of their own as the failed save unwinds; none comes from dlcli's code
+    assert "dlcli/" not in stderr and stderr.strip().splitlines()[-1].startswith("error: "), stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: the disk holding {run_dir} is full"), stderr
+    kept = finished_steps(run_dir)
+    assert kept and f"the last good checkpoint (step {kept[-1]}) is kept" in errors[0]
+
+    filler.unlink()
+    resumed = run_cli("train", "--run-dir", str(run_dir), *RUN, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_state(run_dir) == final_state(uninterrupted[0])
+    assert not list((run_dir / "checkpoints").glob("*.orbax-checkpoint-tmp*"))

@@ -66,14 +66,15 @@ def test_results_sorted_by_metric_and_a_worker_trains_as_dlcli_train_does(tmp_pa
 
 
 @pytest.mark.e2e
-def test_a_killed_worker_loses_its_trial_alone(tmp_path):
+def test_a_killed_worker_loses_its_trial_alone_and_the_rerun_resumes_it(tmp_path):
     sweep = _write(tmp_path, space={"optimizer.learning_rate": [0.001, 0.002, 0.003]},
                    set=["training.steps=200", "training.eval_every=100", "model.width=16"])
     process = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", sweep, "--workers", "1", "--out",
                                 str(tmp_path / "out"), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=cli_env(), cwd=REPO)
     deadline = time.monotonic() + 180
-    while not list((tmp_path / "out").glob("trials/*/checkpoints/[0-9]*")) and time.monotonic() < deadline:
+    while (not any(p.name.isdigit() for p in (tmp_path / "out").glob("trials/*/checkpoints/[0-9]*"))
+           and time.monotonic() < deadline):
         time.sleep(0.05)
     (worker,) = [pid for pid in _children(process.pid) if b"dlcli.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     os.kill(worker, signal.SIGKILL)
@@ -82,7 +83,27 @@ def test_a_killed_worker_loses_its_trial_alone(tmp_path):
     data = json.loads(stdout)
     assert data["finished"] == 2 and data["failed"] == 1
     (failed,) = [t for t in data["trials"] if t["status"] == "failed"]
-    assert "worker process ended with exit code -9" in failed["error"]
+    assert failed["error"] == "the worker process was killed by SIGKILL"
+    checkpoints = Path(failed["run_dir"]) / "checkpoints"
+    kept = {p: p.stat().st_mtime_ns for p in checkpoints.glob("[0-9]*") if p.name.isdigit()}
+    assert kept
+    rerun = run_cli("sweep", sweep, "--workers", "1", "--out", str(tmp_path / "out"), "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    again = json.loads(rerun.stdout)
+    assert again["finished"] == 3 and again["failed"] == 0
+    newest = max(kept, key=lambda p: int(p.name))  # resumed from it, not trained again from step 0
+    assert newest.stat().st_mtime_ns == kept[newest]
+
+
+@pytest.mark.e2e
+def test_a_trial_past_its_time_limit_is_stopped_and_recorded(tmp_path):
+    sweep = _write(tmp_path, space={"training.steps": [1000000, 20]}, trial_timeout_s=3)
+    data = json.loads(run_cli("sweep", sweep, "--workers", "1", "--out", str(tmp_path / "out"), "--json",
+                              check=True).stdout)
+    by_steps = {t["params"]["training.steps"]: t for t in data["trials"]}
+    assert by_steps[1000000]["status"] == "failed"
+    assert by_steps[1000000]["error"] == "stopped after 3 s, its time limit"
+    assert by_steps[20]["status"] == "done"  # the next trial, on the same worker
 
 
 def _children(pid: int) -> list[int]:

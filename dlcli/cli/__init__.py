@@ -141,7 +141,14 @@ def main() -> None:
     interrupts.install()
     code = run(sys.argv[1:])
     if code == 0:
-        atexit._run_exitfuncs()  # what a normal exit runs: JAX's shutdown, a multi-process run's goodbye
+        with interrupts.deferred():  # a signal must not raise inside an exit handler
+            atexit._run_exitfuncs()  # what a normal exit runs: JAX's shutdown, a multi-process run's goodbye
+        if interrupts.received():
+            stopped = Interrupted(interrupts.received())
+            from dlcli.console import error
+
+            error(f"stopped by {stopped.signal_name} after the command had finished; what it wrote is complete")
+            code = stopped.exit_code
     _exit_now(code)
 
 

@@ -30,7 +30,11 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     try:
         step = checkpoints.resolve(checkpoint)
         exp = build_experiment(cfg, data_dir, run.references(cfg), parallel=ParallelConfig())
-        items, _ = checkpoints.restore(step, {"model": exp.checkpoint_items()["model"]})
+        targets = {"model": exp.checkpoint_items()["model"]}
+        if checkpoint == "latest":  # the newest that reads back, with a warning for any passed over
+            step, items, _ = checkpoints.restore_newest_readable(targets)
+        else:
+            items, _ = checkpoints.restore(step, targets)
     finally:
         checkpoints.close()
     exp.load_checkpoint_items(items)

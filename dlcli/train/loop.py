@@ -24,11 +24,11 @@ import jax
 import numpy as np
 
 from dlcli import interrupts
-from dlcli.checkpoint import RunCheckpoints
+from dlcli.checkpoint import RunCheckpoints, finished_steps
 from dlcli.config import ExperimentConfig
 from dlcli.console import TrainProgress, warn
 from dlcli.data import num_examples
-from dlcli.errors import BadInput, TrainingFailure
+from dlcli.errors import BadInput, TrainingFailure, disk_full
 from dlcli.files import FolderLock
 from dlcli.runlog import MetricsLog
 from dlcli.runs import RunDir
@@ -82,7 +82,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, data_dir: Path, resume: bool, ove
     if resume:
         checkpoints = run.checkpoints(cfg)
         try:
-            items, meta = checkpoints.restore(checkpoints.latest_step(), exp.checkpoint_items())
+            restored_step, items, meta = checkpoints.restore_newest_readable(exp.checkpoint_items())
         except BadInput:
             checkpoints.close()
             raise
@@ -101,6 +101,8 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, data_dir: Path, resume: bool, ove
             run.check_for_training(cfg, resume=resume, overwrite=overwrite)  # as it is now that it is ours
             if (overwrite and not resume) or restart:
                 run.clear()
+            if resume:
+                checkpoints.delete_newer_than(restored_step)  # unreadable: saved again as the run goes on
         barrier("cleared")
         return _fit_locked(exp, run_dir, checkpoints, book, step, period_so_far, resume, show_progress, data_dir)
     finally:
@@ -123,11 +125,22 @@ def _fit_locked(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints | No
         if log.dropped_lines:
             warn(f"{log.path}: dropped {log.dropped_lines} line(s) that were not metric records (a write cut short "
                  f"by a kill); the log goes on from step {step}")
+        full = None
         try:
             summary = _train(exp, outputs, checkpoints, log, book, step, period_so_far, show_progress, data_dir)
+        except Exception as err:
+            full = disk_full(err)
+            if full is None:
+                raise
         finally:
-            checkpoints.close()
-            log.close()
+            checkpoints.close(quietly=full is not None)
+            with contextlib.suppress(OSError) if full is not None else contextlib.nullcontext():
+                log.close()
+        if full is not None:
+            kept = finished_steps(outputs)
+            kept_text = f"the last good checkpoint (step {kept[-1]}) is kept" if kept else "no checkpoint was written"
+            raise TrainingFailure(f"the disk holding {outputs} is full ({full}); stopped, {kept_text}; free some space, "
+                                  "then rerun the same command with --resume")
     return {**summary, "run_dir": str(run_dir)}
 
 
@@ -252,6 +265,7 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         **({"analysis": analysis} if analysis else {}),
         "wall_s": round(wall_s, 3), "compile_s": round(exp.steps.compile_s, 3),
         "device": exp.placement.mesh.devices.flat[0].platform, "parallel": exp.placement.describe(),
+        "environment": environment(),
     }
     if interrupts.received() and jax.process_count() == 1:
         raise interrupts.Interrupted(interrupts.received(), f"stopped by {_signal_name()} during the final evaluation; "
@@ -259,6 +273,38 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
                                      "with --resume to finish it")
     RunDir(run_dir).write_summary(summary)
     return summary
+
+
+VERSIONED = ("dlcli", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def environment() -> dict:
+    """What a run's numbers depend on besides its config: the package versions, Python,
+    the CPU and the accelerator. Runs agree bit for bit only where all of it is the same."""
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for package in VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    device = jax.devices()[0]
+    return {"versions": {**versions, "python": platform.python_version()}, "cpu": _cpu_model(),
+            "accelerator": None if device.platform == "cpu" else device.device_kind}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def _baseline(exp: Experiment) -> dict:
