@@ -25,6 +25,7 @@ import pytest
 from conftest import REPO, cli_env, invoke, run_cli, sets, timeless_metrics
 
 from dlcli.files import LOCK_NAME
+from test_sweep import _children
 
 MOMENTS = int(os.environ.get("DLCLI_FAULT_MOMENTS", "2"))
 # ~100 dispatches of one step, 10 evaluations, a checkpoint at each: every moment of a
@@ -235,3 +236,43 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_the_last_good_checkpoint_an
     assert resumed.returncode == 0, resumed.stderr
     assert final_state(run_dir) == final_state(uninterrupted[0])
     assert not list((run_dir / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+
+
+@pytest.mark.e2e
+def test_a_sweep_killed_at_a_random_moment_is_completed_by_its_rerun(tmp_path):
+    """SIGKILL of the sweep's own process (its workers follow it) at DLCLI_FAULT_MOMENTS
+    random moments: every file it leaves is readable, and rerunning the same command
+    finishes every trial with the results of an uninterrupted sweep."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("set: [training.steps=40, training.eval_every=10, model.width=16, checkpoint.min_interval_s=0]\n"
+                     "space:\n  optimizer.learning_rate: [0.001, 0.003]\n")
+    command = [sys.executable, "-m", "dlcli", "sweep", str(sweep), "--workers", "1", "--json"]
+    started = time.monotonic()
+    whole = subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, text=True, env=cli_env(),
+                           cwd=REPO, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    duration = time.monotonic() - started
+    expected = {t["index"]: (t["status"], t["value"]) for t in json.loads(whole.stdout)["trials"]}
+    rng = random.Random(time.time_ns())
+    for moment in range(MOMENTS):
+        out = tmp_path / f"moment{moment}"
+        process = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=cli_env(), cwd=REPO)
+        time.sleep(rng.uniform(0, duration))
+        workers = _children(process.pid)
+        process.kill()
+        process.wait()
+        while any(_is_worker(pid) for pid in workers):  # each ends itself within half a second of its parent
+            time.sleep(0.05)
+        rerun = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, env=cli_env(), cwd=REPO,
+                               timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "Traceback" not in rerun.stderr
+        assert {t["index"]: (t["status"], t["value"]) for t in json.loads(rerun.stdout)["trials"]} == expected
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"dlcli.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it has ended
+        return False
