@@ -65,6 +65,8 @@ def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = 
 
 def _fit(cfg: ExperimentConfig, run_dir: Path, data_dir: Path, resume: bool, overwrite: bool,
          show_progress: bool) -> dict:
+    """Every check (changing nothing on disk), the restore of a resumed run, then, as
+    the folder's one writer, its clearing and the training (`_fit_locked`)."""
     run = RunDir(run_dir)
     lock = FolderLock(run_dir, "run folder") if writes_outputs() else None
     if lock:
