@@ -33,7 +33,8 @@ import yaml
 
 from dlcli import interrupts
 from dlcli.config import parse_yaml
-from dlcli.files import write_atomically
+from dlcli.errors import BadInput
+from dlcli.files import FolderLock, write_atomically
 from dlcli.runs import RunDir
 
 
@@ -175,6 +176,20 @@ def _finished(job: Job) -> JobResult | None:
     return None
 
 
+def _wait_for_its_writer(run_dir: Path, patience_s: float = 5.0) -> None:
+    """Give a process still writing `run_dir` (a worker of a batch killed a moment ago,
+    which ends itself within half a second) time to end; if it does not, the job's own
+    `dlcli train` reports who holds the folder."""
+    lock = FolderLock(run_dir, "run folder")
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        try:
+            lock.check_free()
+            return
+        except BadInput:
+            time.sleep(0.1)
+
+
 def _same_config(job: Job) -> bool:
     return job.config_path.exists() and parse_yaml(job.config_path.read_text()) == job.config
 
@@ -200,6 +215,7 @@ class _Runner:
             mode = ["--overwrite"]
         else:
             mode = ["--resume"] if RunDir(job.run_dir).has_checkpoint() else ["--overwrite"]
+        _wait_for_its_writer(job.run_dir)
         code, out, err = self._call(["train", str(job.config_path), "--run-dir", str(job.run_dir), *mode, "--json"],
                                     job.run_dir if job.prune else None, job.prune, job.timeout_s)
         if code == PRUNED:
