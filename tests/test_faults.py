@@ -27,6 +27,7 @@ from conftest import REPO, cli_env, invoke, run_cli, sets, timeless_metrics
 from dlcli.files import LOCK_NAME
 
 MOMENTS = int(os.environ.get("DLCLI_FAULT_MOMENTS", "2"))
+PICKLE_HEADERS = {b"\x80" + bytes([protocol]) for protocol in range(2, 6)}  # what pickle.dumps starts with
 # ~100 dispatches of one step, 10 evaluations, a checkpoint at each: every moment of a
 # run (compiling, a chunk, an evaluation, a save) is a few percent of its time or more
 RUN = sets("training.steps=100", "training.eval_every=10", "training.steps_per_dispatch=1", "training.batch_size=32",
@@ -61,6 +62,8 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict, float]:
     import jax
 
     assert summary["environment"]["versions"]["jax"] == jax.__version__ and summary["environment"]["cpu"]
+    pickles = [p for p in run_dir.rglob("*") if p.is_file() and p.read_bytes()[:2] in PICKLE_HEADERS]
+    assert not pickles  # a run folder holds no pickle: nothing in it runs code when read
     return run_dir, summary, time.monotonic() - started
 
 
