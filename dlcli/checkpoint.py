@@ -168,9 +168,7 @@ class RunCheckpoints:
         return trees, meta
 
     def _unreadable(self, step: int, err: Exception) -> "UnreadableCheckpoint":
-        reason = " ".join(str(err).split())[:160]
-        return UnreadableCheckpoint(step, f"checkpoint {step} in {self.directory} is corrupt or unreadable "
-                                          f"({type(err).__name__}: {reason})")
+        return UnreadableCheckpoint(step, self.directory, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}")
 
     def restore_newest_readable(self, targets: dict[str, Any]) -> tuple[int, dict[str, Any], dict]:
         """(step, trees, meta) of the newest checkpoint that reads back whole and matches
@@ -191,8 +189,8 @@ class RunCheckpoints:
             return step, trees, meta
         if not passed_over:
             raise BadInput(f"{self.directory} holds no checkpoint; train the run first")
-        raise BadInput(f"none of the {len(passed_over)} checkpoints in {self.directory} can be read (the newest: "
-                       f"{passed_over[0].description.split(' is ', 1)[1]}); retrain with --overwrite")
+        raise BadInput(f"none of the {len(passed_over)} checkpoints in {self.directory} can be read (the newest, "
+                       f"{passed_over[0].step}: {passed_over[0].reason}); retrain with --overwrite")
 
     def delete_newer_than(self, step: int) -> None:
         """Remove the checkpoints after `step` (unreadable ones a resume passed over)."""
@@ -230,11 +228,12 @@ def _drop_unfinished_reads() -> None:
 
 
 class UnreadableCheckpoint(BadInput):
-    """A checkpoint that cannot be read back whole; `description` says which and why."""
+    """Checkpoint `step` in `directory` cannot be read back whole, for `reason`."""
 
-    def __init__(self, step: int, description: str):
-        super().__init__(f"{description}; pick another with --checkpoint STEP, or retrain with --overwrite")
-        self.step, self.description = step, description
+    def __init__(self, step: int, directory: Path, reason: str):
+        self.step, self.reason = step, reason
+        self.description = f"checkpoint {step} in {directory} is corrupt or unreadable ({reason})"
+        super().__init__(f"{self.description}; pick another with --checkpoint STEP, or retrain with --overwrite")
 
 
 def _recency_as_best(metrics: dict) -> float:

@@ -13,6 +13,7 @@ generation are one compiled `lax.scan` each.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import jax
@@ -45,7 +46,7 @@ def sample_run(run_dir: Path, *, prompt: str, length: int | None = None, tempera
     temperature = 1.0 if temperature is None else temperature
     if length < 1:
         raise BadInput(f"--length must be at least 1, got {length}")
-    if not temperature >= 0 or temperature == float("inf"):  # NaN fails every comparison
+    if not (math.isfinite(temperature) and temperature >= 0):
         raise BadInput(f"--temperature must be 0 (greedy) or a finite number above it, got {temperature}")
     if top_k is not None and not 1 <= top_k <= len(vocab):
         raise BadInput(f"--top-k must be between 1 and the vocabulary size {len(vocab)}, got {top_k}")

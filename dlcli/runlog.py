@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dlcli.files import write_atomically
+
 
 class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None = None):
@@ -17,7 +19,7 @@ class MetricsLog:
         self.dropped_lines = 0
         if resume_step is not None and self.path.exists():
             records, self.dropped_lines = _parse(self.path.read_text(errors="replace"))
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= resume_step))
+            write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records if r["step"] <= resume_step))
         from tensorboardX import SummaryWriter
 
         purge = resume_step + 1 if resume_step is not None else None

@@ -184,7 +184,6 @@ class RunDir:
                 not path.is_dir() or any(entry.name != LOCK_NAME for entry in path.iterdir())):
             raise BadInput(f"{path} exists and is not a dlcli run folder; choose another --run-dir")
 
-
     def clear(self) -> None:
         """Remove everything in the folder but its writer's lock (`--overwrite`)."""
         for entry in self.path.iterdir() if self.path.is_dir() else ():

@@ -130,9 +130,10 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
         space[str(key)] = parse(Distribution, spec, f"space.{key}")
         if cfg.strategy == "grid" and space[str(key)].distribution != "choice":
             raise BadInput(f"space.{key}: a grid needs a list of values; use strategy: random or optuna for distributions")
-    if cfg.strategy == "grid" and cfg.trials is None and math.prod(len(d.values) for d in space.values()) > MAX_TRIALS:
-        raise BadInput(f"the grid has {math.prod(len(d.values) for d in space.values()):,} combinations, more than "
-                       f"{MAX_TRIALS:,}; give fewer values, or set trials to run the first ones")
+    combinations = math.prod(len(d.values) for d in space.values()) if cfg.strategy == "grid" else 0
+    if cfg.trials is None and combinations > MAX_TRIALS:
+        raise BadInput(f"the grid has {combinations:,} combinations, more than {MAX_TRIALS:,}; give fewer values, "
+                       "or set trials to run the first ones")
     if cfg.strategy != "grid" and cfg.trials is None:
         raise BadInput(f"trials is missing; a {cfg.strategy} sweep needs a trial budget")
     return Sweep(cfg, base_path, space, out or Path("sweeps") / cfg.name)
@@ -228,7 +229,7 @@ def write_results(sweep: Sweep, trials: list[Trial]) -> dict:
     if best is not None:
         config = sweep.trial_config(best.params) | {"name": f"{sweep.cfg.name}-best"}
         write_atomically(sweep.folder / "best.yaml",
-               f"# best trial {best.index:03d} of sweep {sweep.cfg.name}: {sweep.cfg.metric} = {best.value}\n"
-               + yaml.safe_dump(config, sort_keys=False))
+                         f"# best trial {best.index:03d} of sweep {sweep.cfg.name}: {sweep.cfg.metric} = {best.value}\n"
+                         + yaml.safe_dump(config, sort_keys=False))
         data["best_config"] = str(sweep.folder / "best.yaml")
     return data

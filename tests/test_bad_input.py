@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA, TINY, cli_env, invoke, run_cli, sets, train_json
+from conftest import REPO, SHARED_DATA, TINY, cli_env, invoke, run_cli, sets, train_json
 
 from dlcli.config import DATASETS, MODELS, OptimizerConfig
 from dlcli.data.vision import IDX_FILES
@@ -42,11 +42,11 @@ def snapshot(folder: Path) -> dict:
             for p in folder.rglob("*")}
 
 
-def refuse(folder: Path, args: list[str], env: dict | None = None, process: bool = False) -> list[str]:
-    """Run dlcli ARGS (in this process, or as a real one); assert exit code 2, nothing
-    on stdout and `folder` untouched. Returns the stderr lines."""
+def refuse(folder: Path, args: list[str], env: dict | None = None, process: bool = False, cwd: Path = REPO) -> list[str]:
+    """Run dlcli ARGS in `cwd` (in this process, or as a real one); assert exit code 2,
+    nothing on stdout and `folder` untouched. Returns the stderr lines."""
     before = snapshot(folder)
-    result = (run_cli if process else invoke)(*args, env=env)
+    result = (run_cli if process else invoke)(*args, env=env, cwd=cwd)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert snapshot(folder) == before
@@ -54,9 +54,9 @@ def refuse(folder: Path, args: list[str], env: dict | None = None, process: bool
 
 
 def error_line(folder: Path, args: list[str], needles: list[str], env: dict | None = None,
-               process: bool = False) -> str:
+               process: bool = False, cwd: Path = REPO) -> str:
     """`refuse`, plus: exactly one stderr line, `error: ...`, holding every needle."""
-    lines = refuse(folder, args, env, process)
+    lines = refuse(folder, args, env, process, cwd)
     assert len(lines) == 1 and lines[0].startswith("error: "), "\n".join(lines)
     assert "Traceback" not in lines[0]
     for needle in needles:
@@ -66,6 +66,19 @@ def error_line(folder: Path, args: list[str], needles: list[str], env: dict | No
 
 def fill(args: list[str], **paths: Path) -> list[str]:
     return [arg.format(**paths) for arg in args]
+
+
+def write_files(folder: Path, files: dict) -> None:
+    """{name: text, bytes, or None for a FIFO} written under `folder`."""
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            os.mkfifo(path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
 
 
 # (files to write into {dir}, arguments after `train`, substrings of the error line)
@@ -169,9 +182,7 @@ CONFIG_ERRORS = [
 @pytest.mark.parametrize("files, args, needles", CONFIG_ERRORS)
 def test_config_error(run_copy, tmp_path, files, args, needles):
     """Refused before any work, even with --overwrite: the existing run survives."""
-    for name, content in files.items():
-        path = tmp_path / name
-        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    write_files(tmp_path, files)
     needles = fill(needles, dir=tmp_path)
     error_line(run_copy, ["train", *fill(args, dir=tmp_path), "--run-dir", str(run_copy), "--overwrite"], needles)
 
@@ -483,31 +494,10 @@ CORPUS = [
 ]
 
 
-def write_files(folder: Path, files: dict) -> None:
-    for name, content in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if content is None:
-            os.mkfifo(path)
-        elif isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content)
-
-
 @pytest.mark.parametrize("files, args, needles", CORPUS)
 def test_corpus(run_copy, tmp_path, files, args, needles):
     """Run from {dir}: nothing under it changes (the run copy included), nothing is
     written where a name points outside it."""
     write_files(tmp_path, files)
-    args, needles = fill(args, dir=tmp_path, run=run_copy), fill(needles, dir=tmp_path)
-    before = snapshot(tmp_path)
-    result = invoke(*args, cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert result.stdout == ""
-    for needle in needles:
-        assert needle in lines[0]
-    assert snapshot(tmp_path) == before
+    error_line(tmp_path, fill(args, dir=tmp_path, run=run_copy), fill(needles, dir=tmp_path), cwd=tmp_path)
     assert not (tmp_path.parent / "escape").exists() and not Path("/tmp/absolute").exists()

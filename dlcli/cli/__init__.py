@@ -17,8 +17,8 @@ from typing import Optional
 
 import typer
 
-from dlcli.errors import DISK_FULL, DlcliError, describe_os_error
 from dlcli import interrupts
+from dlcli.errors import DISK_FULL, DlcliError, describe_os_error
 from dlcli.interrupts import Interrupted
 
 app = typer.Typer(
@@ -144,9 +144,9 @@ def main() -> None:
         with interrupts.deferred():  # a signal must not raise inside an exit handler
             atexit._run_exitfuncs()  # what a normal exit runs: JAX's shutdown, a multi-process run's goodbye
         if interrupts.received():
-            stopped = Interrupted(interrupts.received())
             from dlcli.console import error
 
+            stopped = Interrupted(interrupts.received())
             error(f"stopped by {stopped.signal_name} after the command had finished; what it wrote is complete")
             code = stopped.exit_code
     _exit_now(code)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import platform
 import signal
 import time
+from importlib import metadata
 from pathlib import Path
 
 import jax
@@ -95,8 +97,9 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, data_dir: Path, resume: bool, ove
     if jax.process_count() == 1 and interrupts.received():
         if checkpoints:
             checkpoints.close()
-        raise interrupts.Interrupted(interrupts.received(), f"stopped by {_signal_name()} before training started; "
-                                                            f"{run_dir} is as it was")
+        signum = interrupts.received()
+        raise interrupts.Interrupted(signum, f"stopped by {interrupts.signal_name(signum)} before training started; "
+                                             f"{run_dir} is as it was")
     try:
         if lock:  # every input is checked: from here on this process is the folder's one writer
             lock.acquire()
@@ -228,13 +231,10 @@ def _stop(exp: Experiment, checkpoints: RunCheckpoints, step: int, meta: dict, u
     if saved_step != step:
         checkpoints.save(step, exp.checkpoint_items(), meta, False)
     checkpoints.wait()
-    return interrupts.Interrupted(interrupts.received() or signal.SIGINT,
-                                  f"stopped by {_signal_name()} at step {step}; checkpoint {step} is saved in "
-                                  f"{checkpoints.directory}; rerun the same command with --resume to continue")
-
-
-def _signal_name() -> str:
-    return interrupts.Interrupted(interrupts.received() or signal.SIGINT).signal_name
+    signum = interrupts.received() or signal.SIGINT  # several processes: process 0's signal stops them all
+    return interrupts.Interrupted(signum, f"stopped by {interrupts.signal_name(signum)} at step {step}; checkpoint "
+                                          f"{step} is saved in {checkpoints.directory}; rerun the same command with "
+                                          "--resume to continue")
 
 
 def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,
@@ -270,9 +270,10 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         "environment": environment(),
     }
     if interrupts.received() and jax.process_count() == 1:
-        raise interrupts.Interrupted(interrupts.received(), f"stopped by {_signal_name()} during the final evaluation; "
-                                     f"every checkpoint is saved in {checkpoints.directory}; rerun the same command "
-                                     "with --resume to finish it")
+        signum = interrupts.received()
+        raise interrupts.Interrupted(signum, f"stopped by {interrupts.signal_name(signum)} during the final "
+                                             f"evaluation; every checkpoint is saved in {checkpoints.directory}; "
+                                             "rerun the same command with --resume to finish it")
     RunDir(run_dir).write_summary(summary)
     return summary
 
@@ -283,8 +284,6 @@ VERSIONED = ("dlcli", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "num
 def environment() -> dict:
     """What a run's numbers depend on besides its config: the package versions, Python,
     the CPU and the accelerator. Runs agree bit for bit only where all of it is the same."""
-    import platform
-    from importlib import metadata
 
     versions = {}
     for package in VERSIONED:
@@ -304,8 +303,6 @@ def _cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine()
 
 
@@ -332,7 +329,7 @@ def _gradient_flow(run_dir: Path) -> dict:
 
 
 def _period_record(exp: Experiment, step: int, chunks: list[dict], samples_per_s: float, wall_s: float) -> dict:
-    joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    joined = _joined(chunks)
     record = {"step": step, "epoch": _epoch(step, exp)}
     record.update({f"train/{k}": _mean_of_numbers(joined[k]) for k in joined
                    if k != "lr" and not k.endswith("grad_norm")})
@@ -362,10 +359,14 @@ def _meta(exp: Experiment, step: int, book: Bookkeeping, record: dict) -> dict:
     }
 
 
+def _joined(chunks: list[dict]) -> dict[str, np.ndarray]:
+    """The per-step metrics of consecutive chunks as one array per metric."""
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
 def _chunk_to_json(chunks: list[dict]) -> dict:
     """The per-step metrics of `chunks` joined, as JSON: {name: [dtype, values]}."""
-    joined = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    return {k: [str(v.dtype), v.tolist()] for k, v in joined.items()}
+    return {k: [str(v.dtype), v.tolist()] for k, v in _joined(chunks).items()}
 
 
 def _chunk_from_json(saved: dict | None) -> dict | None:
