@@ -324,9 +324,9 @@ class _Worker:
     def __init__(self, env: dict, slot: int):
         self.slot = slot  # which of the runner's places it holds (and so which GPU)
         self._log = tempfile.TemporaryFile("w+")
-        self._process = subprocess.Popen([sys.executable, "-m", "dlcli.worker"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
-                                         start_new_session=True)
+        self._process = subprocess.Popen([sys.executable, "-m", "dlcli.worker", str(os.getpid())],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                         env=env, start_new_session=True)
 
     @property
     def alive(self) -> bool:

@@ -1,6 +1,6 @@
 """A long-lived worker process of `compare` and `sweep`: JAX starts once, jobs run one after another.
 
-`python -m dlcli.worker` reads one JSON request a line on stdin,
+`python -m dlcli.worker PARENT_PID` reads one JSON request a line on stdin,
 `{"args": [...], "stdout": PATH, "stderr": PATH}`, runs `dlcli ARGS` in this process
 (`dlcli.cli.run`, what the console script runs), with the command's stdout and stderr
 written to those two files, and answers `{"code": N}` on a line of its own stdout. A
@@ -62,9 +62,10 @@ def _forget_compiled_programs() -> None:
     gc.collect()
 
 
-def _exit_with_parent() -> None:
-    """A daemon thread that ends this process (exit code 1) once its parent has died."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int) -> None:
+    """A daemon thread that ends this process (exit code 1) once `parent`, the process
+    that started it, is no longer its parent: given by the parent itself, because a
+    parent killed while this one still imports has handed it to another already."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -75,7 +76,7 @@ def _exit_with_parent() -> None:
 
 
 def main() -> None:
-    _exit_with_parent()
+    _exit_with_parent(int(sys.argv[1]))
     allocator.keep_freed_memory()  # tcmalloc, where chosen, came preloaded with the parent's environment
     # Replies go to a private copy of stdout; file descriptor 1 itself is pointed at
     # stderr, so nothing printed below Python (XLA, absl) can corrupt the protocol.
