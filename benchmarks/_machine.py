@@ -16,7 +16,7 @@ import optax
 
 from dlcli.config import load_config
 from dlcli.data import num_examples
-from dlcli.train.experiment import EpochSampler, build_experiment
+from dlcli.training.experiment import EpochSampler, build_experiment
 
 # one model per family, at batch 64 (divisible by 1, 2 and 4 devices)
 FAMILY_MODELS = {

@@ -35,7 +35,7 @@ from torch import nn
 from _machine import DlcliSide, alternate
 from dlcli.config import load_config
 from dlcli.data import Splits
-from dlcli.train.loop import fit
+from dlcli.training.loop import fit
 from train_steps import one_model_main
 
 OVERRIDES = ["model.name=gan", "model.architecture=mlp", "model.latent=64", "model.generator=[256,256]",

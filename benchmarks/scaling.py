@@ -44,7 +44,7 @@ def side(family: str, data: int | str) -> DlcliSide:
 def member(args) -> None:
     """One process of the 2-process run: join, compile, time `rounds` rounds; process 0
     prints {"rates": [...], "compile_s": ...} as JSON."""
-    from dlcli.train.distributed import Cluster
+    from dlcli.training.distributed import Cluster
 
     Cluster(args.coordinator, 2, args.member, timeout_s=120).join()
     trained = side(args.family, "auto")

@@ -92,20 +92,40 @@ def pick_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: int
     return jax.random.categorical(key, logits / temperature)
 
 
+def _feeder(model: nnx.Module):
+    """One step of a language model as a scan body: (carry, token ()) -> (carry, logits (K,));
+    `model` offers initial_carry(batch) and step(carry, tokens (1,)) -> (carry, logits (1, K))."""
+
+    def feed(carry, token):
+        carry, logits = model.step(carry, token[None])
+        return carry, logits[0]
+
+    return feed
+
+
+def next_token_logits(model: nnx.Module, prompt_ids) -> np.ndarray:
+    """prompt_ids (P,) -> (K,) the logits of the token after the prompt, which is fed one
+    step at a time as `generate` feeds it."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state, prompt):
+        model = nnx.merge(graphdef, state)
+        _, logits = jax.lax.scan(_feeder(model), model.initial_carry(1), prompt)
+        return logits[-1]
+
+    return np.asarray(jax.device_get(run(state, jnp.asarray(prompt_ids))))
+
+
 def generate(model: nnx.Module, prompt_ids, length: int, key: jax.Array, temperature: float,
              top_k: int | None) -> jax.Array:
-    """prompt_ids (P,) -> (length,) generated ids; `model` offers initial_carry(batch) and
-    step(carry, tokens (1,)) -> (carry, logits (1, K))."""
+    """prompt_ids (P,) -> (length,) generated ids (see `_feeder` for what `model` offers)."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
     def run(state, prompt, key):
         model = nnx.merge(graphdef, state)
-
-        def feed(carry, token):
-            carry, logits = model.step(carry, token[None])
-            return carry, logits[0]
-
+        feed = _feeder(model)
         carry, logits = jax.lax.scan(feed, model.initial_carry(1), prompt)
 
         def draw(carry_and_logits, key):

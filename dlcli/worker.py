@@ -54,7 +54,7 @@ def serve(requests, replies) -> None:
 
 def _forget_compiled_programs() -> None:
     """Free what the finished job traced and JAX cached, so a worker's memory does not
-    grow job by job. The last few executables stay (`dlcli.train.step.SHARED_PROGRAMS`),
+    grow job by job. The last few executables stay (`dlcli.training.step.SHARED_PROGRAMS`),
     for a next job with the same program key (another seed of the same config); the
     persistent compilation cache, where on, still holds the rest."""
     if "jax" in sys.modules:

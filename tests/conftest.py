@@ -161,8 +161,8 @@ def assert_resumes_evaluates_and_reproduces(overrides: list[str], tmp_path: Path
     import shutil
 
     from dlcli.config import load_config
-    from dlcli.train.evaluate import evaluate_run
-    from dlcli.train.loop import fit
+    from dlcli.training.evaluate import evaluate_run
+    from dlcli.training.loop import fit
 
     overrides = [*overrides, "checkpoint.min_interval_s=0"]  # a checkpoint at each evaluation
     cfg = load_config(None, overrides)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from dlcli.config import load_config
 from dlcli.runs import RunDir
-from dlcli.train.evaluate import evaluate_run
-from dlcli.train.loop import fit
+from dlcli.training.evaluate import evaluate_run
+from dlcli.training.loop import fit
 
 
 def train(config: str | None, data_dir: Path, overrides: list[str], placement: str, run_dir: Path,

@@ -21,14 +21,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # Lowest first; the same order as the diagram in dlcli/__init__.py.
 LAYERS = [
-    {"errors", "registry", "schema", "console", "plots", "stats", "runlog", "allocator", "files", "interrupts"},
+    {"errors", "registry", "schema", "console", "plots", "stats", "runlog", "allocator", "files", "interrupts", "report"},
     {"data", "checkpoint"},
     {"models"},
     {"specs"},
     {"config"},
     {"runs", "optim"},
     {"tasks"},
-    {"train", "generate"},
+    {"training", "generate", "predict", "api"},
     {"batch", "compare", "sweep", "sweep_optuna"},
     {"cli", "__main__", "worker"},
 ]
@@ -123,8 +123,8 @@ def test_a_run_folder_of_the_earlier_checkpoint_layout_evaluates_and_resumes(tmp
     its first checkpoint resumes to the same end, saving the new layout from there on.
     Equal to 1e-6, not bitwise: the fixture was computed on another CPU."""
     from dlcli.runs import RunDir
-    from dlcli.train.evaluate import evaluate_run
-    from dlcli.train.loop import fit
+    from dlcli.training.evaluate import evaluate_run
+    from dlcli.training.loop import fit
 
     run = shutil.copytree(FIXTURES / "legacy_run_mlp_digits", tmp_path / "run")
     saved = json.loads((run / "summary.json").read_text())

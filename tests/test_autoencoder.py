@@ -26,9 +26,9 @@ from dlcli.models.autoencoder import corrupt
 from dlcli.models.layers import depth_to_space
 from dlcli.runs import RunDir, param_count
 from dlcli.tasks.reconstruction import Reconstruction, bernoulli_kl
-from dlcli.train.evaluate import evaluate_run
-from dlcli.train.experiment import build_experiment
-from dlcli.train.loop import fit
+from dlcli.training.evaluate import evaluate_run
+from dlcli.training.experiment import build_experiment
+from dlcli.training.loop import fit
 
 AUTOENCODERS = ["autoencoder", "denoising_autoencoder", "sparse_autoencoder", "vae"]
 DIGITS = ["data.name=digits", "data.normalize=unit"]

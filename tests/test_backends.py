@@ -15,7 +15,7 @@ from conftest import SHARED_DATA, cli_env, run_cli, sets
 from dlcli.batch import Job, JobPool, worker_env
 from dlcli.config import load_config
 from dlcli.models.layers import conv_impl, im2col_conv
-from dlcli.train.loop import fit
+from dlcli.training.loop import fit
 from test_sweep import _children
 
 CNN = ["model.name=cnn", "model.blocks=[{channels: 4}]", "model.dense=[16]", "training.batch_size=8",

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from dlcli.config import load_config
-from dlcli.train.evaluate import evaluate_run
-from dlcli.train.loop import fit
+from dlcli.training.evaluate import evaluate_run
+from dlcli.training.loop import fit
 
 from conftest import SHARED_DATA, invoke, sets
 

@@ -20,7 +20,7 @@ from conftest import REPO, cli_env, invoke, run_cli, sets, timeless_metrics, tra
 
 from dlcli.checkpoint import RunCheckpoints
 from dlcli.config import DATASETS, load_config
-from dlcli.train.experiment import build_experiment
+from dlcli.training.experiment import build_experiment
 
 
 def test_train_then_eval_json(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from dlcli.config import load_config, read_yaml
 from dlcli.runs import RunDir, param_count
-from dlcli.train.loop import fit
+from dlcli.training.loop import fit
 
 from conftest import REPO, SHARED_DATA, TINY
 

@@ -150,7 +150,7 @@ def test_stability_warnings_name_collapse_and_divergence():
 
 def test_judge_measures_real_images_and_its_reference_is_the_test_sets_distance(tmp_path):
     from dlcli.runs import RunDir
-    from dlcli.train.loop import fit
+    from dlcli.training.loop import fit
 
     classifier = ["data.normalize=unit", "training.epochs=10"]
     fit(load_config(None, classifier), tmp_path / "classifier", data_dir=SHARED_DATA, show_progress=False)

@@ -83,7 +83,7 @@ def test_two_processes_train_evaluate_and_resume_like_one_process_with_two_devic
 def test_a_killed_process_stops_the_other_and_the_run_resumes_in_one_process(tmp_path, victim):
     """The survivor exits with code 1 within 60 s and one `error:` line; when process 0,
     the coordinator, died, JAX's client may log lines of its own before it (see
-    dlcli/train/distributed.py)."""
+    dlcli/training/distributed.py)."""
     run_dir = tmp_path / "run"
     settings = sets(*FAMILY_TINY, "training.steps=400", "training.eval_every=50", "model.width=16",
                     "checkpoint.min_interval_s=0")

@@ -15,7 +15,7 @@ from dlcli.config import load_config
 from dlcli.models.precision import computing_in, lowered, raised
 from dlcli.runs import RunDir
 from dlcli.tasks import make_task
-from dlcli.train.loop import fit
+from dlcli.training.loop import fit
 
 
 class Normalised(nnx.Module):

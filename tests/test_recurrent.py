@@ -21,8 +21,8 @@ from dlcli.generate import sample_run
 from dlcli.models import count_params
 from dlcli.models.recurrent import reverse_within_length
 from dlcli.tasks.supervised import TokenClassification
-from dlcli.train.experiment import build_experiment
-from dlcli.train.loop import fit
+from dlcli.training.experiment import build_experiment
+from dlcli.training.loop import fit
 
 SMALL_DATA = ["data.n_train=256", "data.n_val=64", "data.n_test=64"]
 CASES = [
@@ -261,7 +261,7 @@ def test_checkpoints_resume_and_eval_for_every_cell(model_name, tmp_path):
     reproduces the test metrics from the checkpoint. (The SIGKILL itself: test_cli.)"""
     import shutil
 
-    from dlcli.train.evaluate import evaluate_run
+    from dlcli.training.evaluate import evaluate_run
 
     overrides = [f"model.name={model_name}", "model.hidden=8", "model.layers=2", "model.dropout=0.2",
                  "data.name=adding", "data.length=10", *SMALL_DATA, "training.steps=40", "training.eval_every=10",

@@ -12,9 +12,9 @@ import pytest
 
 from dlcli.config import load_config
 from dlcli.errors import TrainingFailure
-from dlcli.train.evaluate import evaluate_run
-from dlcli.train.experiment import EpochSampler, build_experiment
-from dlcli.train.loop import fit
+from dlcli.training.evaluate import evaluate_run
+from dlcli.training.experiment import EpochSampler, build_experiment
+from dlcli.training.loop import fit
 
 from conftest import SHARED_DATA, TINY, timeless_metrics
 
@@ -71,7 +71,7 @@ def test_same_config_and_seed_give_identical_runs(tmp_path):
 
 
 def test_runs_that_differ_only_in_seed_share_their_compiled_programs(tmp_path, monkeypatch):
-    from dlcli.train import step
+    from dlcli.training import step
 
     monkeypatch.setattr(step, "_shared", collections.OrderedDict())  # this process's programs, emptied
 
@@ -93,7 +93,7 @@ def test_runs_that_differ_only_in_seed_share_their_compiled_programs(tmp_path, m
 
 def test_a_task_holding_arrays_never_shares_its_programs():
     from dlcli.tasks.adversarial import Adversarial, Judge
-    from dlcli.train.experiment import program_key
+    from dlcli.training.experiment import program_key
 
     cfg = load_config(None, ["model.name=gan", "data.name=ring8"])
     info, task = cfg.info, Adversarial.from_config(cfg)

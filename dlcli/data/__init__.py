@@ -7,10 +7,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from dlcli.errors import BadInput
 from dlcli.registry import Registry
 
 DATASETS: Registry[type] = Registry("dataset")
@@ -54,15 +55,24 @@ class DatasetSpec:
     as (its name, {"test/<metric>": value}), or None for a dataset that has none."""
 
     summary: ClassVar[str]  # one line for `dlcli datasets`
+    path_fields: ClassVar[tuple[str, ...]] = ()  # fields naming the user's files: relative to the config file
 
     def info(self) -> DatasetInfo:
         raise NotImplementedError
+
+    def info_from_run(self, preprocessing: dict) -> DatasetInfo:
+        """The shapes as a run saw them, given its preprocessing record (see
+        `preprocessing_record`); a dataset of the user's files knows them only once read."""
+        return self.info()
 
     def load(self, data_dir: Path) -> "Splits":
         raise NotImplementedError
 
     def baseline(self, splits: "Splits") -> tuple[str, dict[str, float]] | None:
         return None
+
+
+DATASETS.accept_plugins(DatasetSpec, "dlcli.datasets", needs=("summary", "info", "load"))  # the user's own: dlcli.registry
 
 
 def num_examples(x) -> int:
@@ -73,12 +83,20 @@ def num_examples(x) -> int:
 @dataclasses.dataclass
 class Splits:
     """Arrays of one dataset: x float32 (N, *input_shape) (a dict for sequences, see
-    `DatasetInfo`); y int32 (N,) or (N, T), or float32 (N, k)."""
+    `DatasetInfo`); y int32 (N,) or (N, T), or float32 (N, k).
+
+    `preprocessing` says how raw inputs became x, so that new inputs can be treated
+    alike (`apply_scaling`): "inputs" is "pixels" (values in [0, 1]: 8-bit images
+    divided by 255) or "features" (numbers as the file gives them); "scaling" is the
+    record of `standardize`, `standardize_features`, `binarize` or {"normalize": "unit"};
+    a dataset of the user's files adds "files" ({path: sha256} of every file read) and
+    "classes" (the name of each class index) or "features" (CSV column names)."""
 
     info: DatasetInfo
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    preprocessing: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -109,15 +127,72 @@ def split_by_fraction(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fr
 
 def standardize(splits: Splits) -> Splits:
     """Scale every split by the training set's scalar mean and standard deviation."""
-    mean = float(splits.train[0].mean())
-    std = float(splits.train[0].std()) or 1.0
+    x = splits.train[0]
+    return scaled(splits, {"normalize": "standard", "mean": float(x.mean()), "std": float(x.std()) or 1.0})
+
+
+def standardize_features(splits: Splits) -> Splits:
+    """Scale every split by the training set's mean and standard deviation of each input
+    value (each CSV column, each pixel); a constant one keeps a deviation of 1."""
+    x = splits.train[0]
+    std = x.std(axis=0)
+    record = {"normalize": "per_feature", "mean": x.mean(axis=0).tolist(), "std": np.where(std > 0, std, 1).tolist()}
+    return scaled(splits, record)
+
+
+def binarize(splits: Splits, threshold: float) -> Splits:
+    """Every value 1 if it is above `threshold`, else 0."""
+    return scaled(splits, {"binarize": threshold})
+
+
+def scaled(splits: Splits, scaling: dict) -> Splits:
+    """`splits` with every x passed through `apply_scaling(x, scaling)`, the record kept."""
 
     def scale(part):
-        return ((part[0] - mean) / std).astype(np.float32), part[1]
+        return apply_scaling(part[0], scaling), part[1]
 
-    return Splits(splits.info, scale(splits.train), scale(splits.val), scale(splits.test))
+    return Splits(splits.info, scale(splits.train), scale(splits.val), scale(splits.test),
+                  {**splits.preprocessing, "scaling": scaling})
+
+
+def apply_scaling(x: np.ndarray, scaling: dict) -> np.ndarray:
+    """Raw inputs (N, *input_shape) -> float32 as the model saw them in training, by a
+    scaling record of `Splits.preprocessing` ({} or {"normalize": "unit"}: as they are)."""
+    if "binarize" in scaling:
+        return (x > scaling["binarize"]).astype(np.float32)
+    if scaling.get("normalize") == "standard":
+        return ((x - scaling["mean"]) / scaling["std"]).astype(np.float32)
+    if scaling.get("normalize") == "per_feature":
+        mean = np.asarray(scaling["mean"], np.float32)
+        std = np.asarray(scaling["std"], np.float32)
+        return ((x - mean) / std).astype(np.float32)
+    return np.asarray(x, np.float32)
+
+
+def preprocessing_record(splits: Splits) -> dict:
+    """What a run folder keeps to treat new inputs as the training data (preprocessing.json):
+    `Splits.preprocessing` with the dataset's shapes."""
+    info = splits.info
+    return {"input_shape": list(info.input_shape), "n_outputs": info.n_outputs, "kind": info.kind,
+            **splits.preprocessing}
+
+
+def anchor_data_paths(raw: dict, folder: Path) -> None:
+    """Make the relative file paths of a config file's data section (the fields its
+    dataset declares in `path_fields`) relative to `folder`, the config file's own."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return  # parsing names the problem
+    try:
+        spec = DATASETS.get(data["name"])
+    except BadInput:
+        return  # as above
+    for field in spec.path_fields:
+        value = data.get(field)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[field] = os.path.abspath(folder / value)
 
 
 def register_builtin_datasets() -> None:
     """Import the modules whose decorators fill `DATASETS`."""
-    from dlcli.data import mixtures, seq2seq, sequences, synthetic, text, vision  # noqa: F401
+    from dlcli.data import files, mixtures, seq2seq, sequences, synthetic, text, vision  # noqa: F401

@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits, split_by_fraction, standardize
+from dlcli.data import DATASETS, DatasetInfo, DatasetSpec, Splits, binarize, scaled, split_by_fraction, standardize
 from dlcli.errors import BadInput
 from dlcli.schema import bounded
 
@@ -63,18 +63,17 @@ class PixelScaling(DatasetSpec):
     subset: int | None
 
     def scale(self, splits: Splits) -> Splits:
-        """Splits with values in [0, 1] -> cut to `subset`, scaled as configured."""
+        """Splits with values in [0, 1] -> cut to `subset`, scaled as configured; the
+        preprocessing record says so (`Splits.preprocessing`)."""
         if self.subset is not None:
             def cut(part):
                 return part[0][: self.subset], part[1][: self.subset]
 
-            splits = Splits(splits.info, cut(splits.train), cut(splits.val), cut(splits.test))
+            splits = Splits(splits.info, cut(splits.train), cut(splits.val), cut(splits.test), splits.preprocessing)
+        splits.preprocessing = {**splits.preprocessing, "inputs": "pixels"}
         if self.binarize is not None:
-            def threshold(part):
-                return (part[0] > self.binarize).astype(np.float32), part[1]
-
-            return Splits(splits.info, threshold(splits.train), threshold(splits.val), threshold(splits.test))
-        return standardize(splits) if self.normalize == "standard" else splits
+            return binarize(splits, self.binarize)
+        return standardize(splits) if self.normalize == "standard" else scaled(splits, {"normalize": "unit"})
 
 
 Normalize = Literal["standard", "unit"]

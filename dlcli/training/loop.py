@@ -9,6 +9,11 @@ evaluations once `checkpoint.min_interval_s` have passed since the last, on earl
 stopping and at the end), preceded by the best state since the previous one if it came
 in between, and the early-stopping check. At the end the best
 checkpoint is restored (`training.restore_best`) and measured on the test split.
+
+Beside the metrics, TensorBoard gets the training metrics every `training.log_every`
+steps (from the per-step values each chunk returns anyway), the test metrics and the
+run's HParams session (`dlcli.runlog`); status.json follows the run from its start to
+its end, whichever it is (`dlcli.runs.RunStatus`).
 """
 
 from __future__ import annotations
@@ -26,16 +31,16 @@ import jax
 import numpy as np
 
 from dlcli import interrupts
-from dlcli.checkpoint import RunCheckpoints, finished_steps
+from dlcli.checkpoint import RunCheckpoints, finished_steps, on_host
 from dlcli.config import ExperimentConfig
 from dlcli.console import TrainProgress, warn
 from dlcli.data import num_examples
 from dlcli.errors import BadInput, TrainingFailure, disk_full
 from dlcli.files import FolderLock
 from dlcli.runlog import MetricsLog
-from dlcli.runs import RunDir
-from dlcli.train.distributed import barrier, decided_by_process_0, outputs_folder, writes_outputs
-from dlcli.train.experiment import EpochSampler, Experiment, build_experiment
+from dlcli.runs import RunDir, RunStatus
+from dlcli.training.distributed import barrier, decided_by_process_0, outputs_folder, writes_outputs
+from dlcli.training.experiment import EpochSampler, Experiment, build_experiment
 
 
 @dataclasses.dataclass
@@ -60,7 +65,7 @@ class Bookkeeping:
 def fit(cfg: ExperimentConfig, run_dir: Path, *, data_dir: Path, resume: bool = False,
         overwrite: bool = False, show_progress: bool = True) -> dict:
     """Train `cfg` into `run_dir` and return the run summary (also saved as summary.json).
-    In a multi-process run every process calls this alike (`dlcli.train.distributed`)."""
+    In a multi-process run every process calls this alike (`dlcli.training.distributed`)."""
     with interrupts.deferred():  # a signal stops the run at the next safe point (see `_stop`)
         return _fit(cfg, Path(run_dir), data_dir, resume, overwrite, show_progress)
 
@@ -123,34 +128,58 @@ def _fit_locked(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints | No
         written = RunDir(outputs)
         written.write_config(cfg)
         written.write_references(exp.references)
+        written.write_preprocessing(exp.preprocessing)
         if exp.splits.info.vocab is not None:
             written.write_vocab(exp.splits.info.vocab)
-        checkpoints = checkpoints or run.checkpoints(cfg)
-        log = MetricsLog(outputs, resume_step=step if resume else None)
-        if log.dropped_lines:
-            warn(f"{log.path}: dropped {log.dropped_lines} line(s) that were not metric records (a write cut short "
-                 f"by a kill); the log goes on from step {step}")
-        full = None
+        status = RunStatus(outputs, step=step, details={
+            "model": cfg.model.name, "dataset": cfg.data.name, "params": exp.params, "monitor": cfg.monitor,
+            "environment": environment(), "devices": exp.placement.describe()})
         try:
-            summary = _train(exp, outputs, checkpoints, log, book, step, period_so_far, show_progress, data_dir)
-        except Exception as err:
-            full = disk_full(err)
-            if full is None:
-                raise
-        finally:
-            checkpoints.close(quietly=full is not None)
-            with contextlib.suppress(OSError) if full is not None else contextlib.nullcontext():
-                log.close()
-        if full is not None:
-            kept = finished_steps(outputs)
-            kept_text = f"the last good checkpoint (step {kept[-1]}) is kept" if kept else "no checkpoint was written"
-            raise TrainingFailure(f"the disk holding {outputs} is full ({full}); stopped, {kept_text}; free some space, "
-                                  "then rerun the same command with --resume")
+            summary = _train_logged(exp, outputs, checkpoints or run.checkpoints(cfg), status, book, step,
+                                    period_so_far, resume, show_progress, data_dir)
+        except BaseException as err:
+            status.end(*_ending(err))
+            raise
+        status.end("finished", f"stopped early at step {summary['steps']}" if summary["stopped_early"] else None)
     return {**summary, "run_dir": str(run_dir)}
 
 
-def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog, book: Bookkeeping,
-           step: int, period_so_far: dict | None, show_progress: bool, data_dir: Path) -> dict:
+def _train_logged(exp: Experiment, outputs: Path, checkpoints: RunCheckpoints, status: RunStatus, book: Bookkeeping,
+                  step: int, period_so_far: dict | None, resume: bool, show_progress: bool, data_dir: Path) -> dict:
+    """`_train` with the metrics log open; a full disk ends it as one `TrainingFailure`."""
+    log = MetricsLog(outputs, resume_step=step if resume else None, config=exp.cfg.to_dict())
+    if log.dropped_lines:
+        warn(f"{log.path}: dropped {log.dropped_lines} line(s) that were not metric records (a write cut short "
+             f"by a kill); the log goes on from step {step}")
+    full = None
+    try:
+        return _train(exp, outputs, checkpoints, log, status, book, step, period_so_far, show_progress, data_dir)
+    except Exception as err:
+        full = disk_full(err)
+        if full is None:
+            raise
+    finally:
+        checkpoints.close(quietly=full is not None)
+        with contextlib.suppress(OSError) if full is not None else contextlib.nullcontext():
+            log.close()
+    kept = finished_steps(outputs)
+    kept_text = f"the last good checkpoint (step {kept[-1]}) is kept" if kept else "no checkpoint was written"
+    raise TrainingFailure(f"the disk holding {outputs} is full ({full}); stopped, {kept_text}; free some space, "
+                          "then rerun the same command with --resume")
+
+
+def _ending(err: BaseException) -> tuple[str, str]:
+    """(state, reason) of a run that `err` ended: interrupted by a signal, else failed."""
+    if isinstance(err, interrupts.Interrupted):
+        return "interrupted", err.message or f"stopped by {err.signal_name}"
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted", "stopped by Ctrl-C"
+    message = " ".join(str(err).split())
+    return "failed", message if isinstance(err, (TrainingFailure, BadInput)) else f"{type(err).__name__}: {message}"
+
+
+def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog, status: RunStatus,
+           book: Bookkeeping, step: int, period_so_far: dict | None, show_progress: bool, data_dir: Path) -> dict:
     """The evaluation periods from `step` on; `period_so_far`: the per-step metrics of
     the steps of the current period before `step` (a run stopped mid-period), so its
     record averages over the whole period as an uninterrupted run's does."""
@@ -180,13 +209,13 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
                     if unsaved_best is not None:  # the best state so far is a good one: keep it
                         checkpoints.save(*unsaved_best, True)
                     checkpoints.wait()
-                    latest = checkpoints.latest_step()
-                    kept = ("no checkpoint was saved before it" if latest is None else
-                            f"keeping the last good checkpoint (step {latest}) in {checkpoints.directory}")
                     raise TrainingFailure(f"loss became {metrics['loss'][bad[0]]} at step {step + int(bad[0]) + 1}; stopped, "
-                                          f"{kept}; lower optimizer.learning_rate or set optimizer.clip_norm")
+                                          f"{_kept_after_divergence(exp, checkpoints)}; lower optimizer.learning_rate "
+                                          "or set optimizer.clip_norm")
                 step += count
                 chunks.append(metrics)
+                if training.log_every:
+                    _log_steps(log, chunks, step, count, training.log_every)
                 samples_per_s = _rate(step - period_start, training.batch_size, clock, steps.compile_s - compile_before)
                 if progress:
                     progress.update(step, _epoch(step, exp), float(metrics["loss"][-1]),
@@ -204,6 +233,7 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
             value = record[cfg.monitor]
             improved = book.update(value, step, cfg.monitor_mode, training.min_delta)
             stopped_early = training.patience is not None and book.evals_without_improvement >= training.patience
+            status.beat(step, {"step": book.best_step, "value": book.best_value})
             due = decided_by_process_0(math.ceil(step / eval_every) % cfg.checkpoint.every == 0
                                        and time.perf_counter() - last_save >= cfg.checkpoint.min_interval_s)
             if due or stopped_early or step == exp.total_steps:
@@ -219,7 +249,65 @@ def _train(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Met
             if progress and stopped_early:
                 progress.log(f"early stopping at step {step}: {cfg.monitor} has not improved for {training.patience} evaluations")
     checkpoints.wait()
-    return _finish(exp, run_dir, checkpoints, book, step, stopped_early, time.perf_counter() - start_time, data_dir)
+    return _finish(exp, run_dir, checkpoints, log, book, step, stopped_early, time.perf_counter() - start_time, data_dir)
+
+
+def _log_steps(log: MetricsLog, chunks: list[dict], step: int, count: int, every: int) -> None:
+    """TensorBoard `train_step/<metric>` at each multiple of `every` among the `count`
+    steps just run (up to `step`): the mean over the `every` steps up to it, or over
+    those of the evaluation period so far (`chunks`: its per-step metrics), so a resumed
+    run logs what an uninterrupted one does. It runs between chunks of steps, so it works
+    on short Python lists (cheaper than NumPy calls at these sizes)."""
+    first = (step - count) // every * every + every
+    if first > step:
+        return
+    names = [name for name in chunks[-1] if name != "lr"]
+    recent = {name: [] for name in names}  # the last per-step values, enough for every window
+    have = 0
+    for chunk in reversed(chunks):
+        for name in names:
+            recent[name][:0] = chunk[name].tolist()
+        have += len(chunk["loss"])
+        if have >= step - first + every:
+            break
+    for at in range(first, step + 1, every):
+        end = have - (step - at)  # recent[name][end - 1] is step `at`
+        log.write_scalars(at, {f"train_step/{name}": _mean_measured(recent[name][max(end - every, 0):end])
+                               for name in names})
+
+
+def _mean_measured(values: list[float]) -> float:
+    """The mean of the values that are not NaN (a step without that metric, as a GAN's
+    generator loss on a discriminator-only step); NaN if none is."""
+    measured = [v for v in values if v == v]
+    return sum(measured) / len(measured) if measured else float("nan")
+
+
+def _kept_after_divergence(exp: Experiment, checkpoints: RunCheckpoints) -> str:
+    """Which checkpoint a diverged run keeps as its last good one, in words: the newest
+    whose model weights are all finite and whose evaluation at its step (when it was
+    saved at one) measured finite validation metrics. A newer one that is not (the
+    update that diverged came before it was saved) is named as such."""
+    target = {"model": exp.checkpoint_items()["model"]}
+    bad = []
+    for step in reversed(checkpoints.steps()):
+        try:
+            items, meta = checkpoints.restore(step, target)
+        except BadInput:
+            bad.append(step)
+            continue
+        record = meta.get("metrics") or {}
+        measured = [v for k, v in record.items() if k.startswith("val/") and isinstance(v, (int, float))
+                    ] if record.get("step") == step else []
+        weights = jax.tree.leaves(on_host(items["model"]))
+        if all(math.isfinite(v) for v in measured) and all(np.isfinite(w).all() for w in weights):
+            newer = f"; the newer checkpoint(s) {', '.join(map(str, reversed(bad)))} hold non-finite values" if bad else ""
+            return f"keeping the last good checkpoint (step {step}) in {checkpoints.directory}{newer}"
+        bad.append(step)
+    if not bad:
+        return "no checkpoint was saved before it"
+    return (f"no good checkpoint is kept: checkpoint(s) {', '.join(map(str, reversed(bad)))} in {checkpoints.directory} "
+            "hold non-finite values")
 
 
 def _stop(exp: Experiment, checkpoints: RunCheckpoints, step: int, meta: dict, unsaved_best,
@@ -237,10 +325,11 @@ def _stop(exp: Experiment, checkpoints: RunCheckpoints, step: int, meta: dict, u
                                           "--resume to continue")
 
 
-def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: Bookkeeping, step: int,
-            stopped_early: bool, wall_s: float, data_dir: Path) -> dict:
+def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: MetricsLog, book: Bookkeeping,
+            step: int, stopped_early: bool, wall_s: float, data_dir: Path) -> dict:
     """Restore the best checkpoint if asked, measure val and test (and an autoencoder's
-    analyses, see `dlcli.tasks.analysis`), write summary.json."""
+    analyses, see `dlcli.tasks.analysis`), write summary.json; the test metrics and the
+    best monitored value go to TensorBoard, ending the run's HParams session."""
     cfg = exp.cfg
     final_record = next((r for r in reversed(RunDir(run_dir).metrics()) if r["step"] == step), {})
     evaluated = book.best_step if cfg.training.restore_best else step
@@ -274,6 +363,10 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, book: B
         raise interrupts.Interrupted(signum, f"stopped by {interrupts.signal_name(signum)} during the final "
                                              f"evaluation; every checkpoint is saved in {checkpoints.directory}; "
                                              "rerun the same command with --resume to finish it")
+    final = {k: v for k, v in metrics.items() if k.startswith("test/") and isinstance(v, (int, float))}
+    if book.best_value is not None:
+        final[f"best/{cfg.monitor}"] = book.best_value
+    log.finish(step, final, cfg.to_dict())
     RunDir(run_dir).write_summary(summary)
     return summary
 

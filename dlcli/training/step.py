@@ -7,7 +7,7 @@ the trace, so no Python object graph is walked per step. The train chunk is a
 with the state donated so its buffers are updated in place. Executables are compiled
 ahead of time, once per shape, and the time spent compiling is counted apart.
 
-Every array lives on the run's device mesh (`dlcli.train.parallel`): the batch of each
+Every array lives on the run's device mesh (`dlcli.training.parallel`): the batch of each
 step is split along the data axis and the state replicated (or split, with FSDP), so
 one program serves one device and many; XLA adds the gradient all-reduce.
 
@@ -33,7 +33,7 @@ from flax import nnx
 from dlcli.checkpoint import on_host
 from dlcli.data import num_examples
 from dlcli.tasks import Task
-from dlcli.train.parallel import Placement
+from dlcli.training.parallel import Placement
 
 
 SHARED_PROGRAMS = 16

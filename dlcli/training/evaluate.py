@@ -10,8 +10,8 @@ from dlcli.config import ParallelConfig
 from dlcli.data.vision import shift_images
 from dlcli.errors import BadInput
 from dlcli.runs import RunDir
-from dlcli.train.experiment import build_experiment
-from dlcli.train.step import EvalBatches
+from dlcli.training.experiment import build_experiment
+from dlcli.training.step import EvalBatches
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test", data_dir: Path,
@@ -30,6 +30,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
     try:
         step = checkpoints.resolve(checkpoint)
         exp = build_experiment(cfg, data_dir, run.references(cfg), parallel=ParallelConfig())
+        run.check_same_data(exp.preprocessing)  # the user's data files as they were in training
         targets = {"model": exp.checkpoint_items()["model"]}
         if checkpoint == "latest":  # the newest that reads back, with a warning for any passed over
             step, items, _ = checkpoints.restore_newest_readable(targets)

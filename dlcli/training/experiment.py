@@ -18,13 +18,13 @@ from flax import nnx
 
 from dlcli.checkpoint import whole_array
 from dlcli.config import MAX_STEPS, ExperimentConfig, ParallelConfig
-from dlcli.data import Splits, num_examples
+from dlcli.data import Splits, num_examples, preprocessing_record
 from dlcli.errors import BadInput
 from dlcli.models import count_params
 from dlcli.runs import RunDir, build_model, param_count
 from dlcli.tasks import make_task
-from dlcli.train.parallel import Placement
-from dlcli.train.step import CompiledSteps, EvalBatches
+from dlcli.training.parallel import Placement
+from dlcli.training.step import CompiledSteps, EvalBatches
 
 
 @dataclasses.dataclass
@@ -38,6 +38,7 @@ class Experiment:
     x_train: jax.Array | dict
     y_train: jax.Array
     references: dict[str, ExperimentConfig]
+    preprocessing: dict  # how inputs were prepared, for the run folder's preprocessing.json
     _staged: dict[str, EvalBatches] = dataclasses.field(default_factory=dict)
 
     @property
@@ -89,8 +90,10 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
     if fresh:
         references = {field: RunDir(folder).trained_config() for field, folder in cfg.model.referenced_runs().items()}
     cfg.model.check_referenced(references, cfg.data)
+    loaded = cfg.data.load(data_dir)  # first: the shapes of the user's files are known once read
+    cfg.model.check_input(loaded.info)
     task = make_task(cfg)
-    splits = task.training_splits(cfg, cfg.data.load(data_dir))
+    splits = task.training_splits(cfg, loaded)
     n_train = num_examples(splits.train[0])
     batch = cfg.training.batch_size
     if batch > n_train:
@@ -116,7 +119,8 @@ def build_experiment(cfg: ExperimentConfig, data_dir: Path,
                           program_key=program_key(cfg, info, total, references, task))
     x_train, y_train = placement.put_replicated(splits.train)
     y_train = task.targets(x_train, y_train)
-    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references)
+    return Experiment(cfg, splits, steps, count_params(model), steps_per_epoch, total, x_train, y_train, references,
+                      preprocessing_record(loaded))
 
 
 TRAINING_BYTES_PER_PARAM = 16  # float32 parameters, gradients and two optimizer moments

@@ -1,1 +1,0 @@
-"""Training and evaluation: optimizers, the compiled steps, the loop, checkpoints."""

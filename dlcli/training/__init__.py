@@ -1,0 +1,1 @@
+"""Training and evaluation: the experiment builder, the compiled steps, the loop, checkpoints."""
