@@ -3,20 +3,25 @@
 Precedence, lowest first: the defaults below (which are themselves the built-in default
 experiment, the digits MLP) < the YAML file < `--set key.path=value` overrides. The
 resolved config is validated whole before any work starts and saved in every run folder.
+
+`model.name` and `data.name` pick their section's class: a registered name, or the
+user's own class (`dlcli.registry`); a file reference is stored with its absolute path.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from dlcli.data import DATASETS, DatasetInfo, register_builtin_datasets
+from dlcli.data import DATASETS, DatasetInfo, anchor_data_paths, register_builtin_datasets
 from dlcli.errors import BadInput
+from dlcli.registry import is_file_reference
 from dlcli.schema import bounded, check_range, choose, folder_name, parse, section, seed_field, to_dict
 from dlcli.specs import MODELS, register_builtin_models
 from dlcli.specs.tasks import TASK_KINDS, higher_is_better
@@ -138,6 +143,8 @@ class TrainingConfig:
     `precision: bfloat16` computes the forward and backward passes (training and
     evaluation) in bfloat16 while the parameters, the optimizer state and the loss stay
     float32 (`dlcli.models.precision`).
+    `log_every`: TensorBoard gets the training metrics every this many steps
+    (`train_step/loss`, the mean since the last; null: only at evaluations).
     """
 
     epochs: int | None = bounded(30, low=1, high=MAX_STEPS)
@@ -153,6 +160,7 @@ class TrainingConfig:
     eval_batch_size: int = bounded(1000, low=1)
     gradient_flow: bool = False
     precision: Literal["float32", "bfloat16"] = "float32"
+    log_every: int | None = bounded(50, low=1)
 
     def validate(self, path: str) -> None:
         if self.epochs is None and self.steps is None:
@@ -263,11 +271,26 @@ def load_config(path: str | Path | None, overrides: list[str] = (), seed: int | 
     if path is not None:
         raw = read_yaml(Path(path))
         raw.setdefault("name", Path(path).stem)
+        resolve_plugin_files(raw, Path(path).parent)
+        anchor_data_paths(raw, Path(path).parent)  # data files named by the config: beside it
     for item in overrides:
         apply_override(raw, item)
+    resolve_plugin_files(raw, Path.cwd())  # what --set gave: relative to the working folder
     if seed is not None:
         raw["seed"] = seed
     return parse(ExperimentConfig, raw, "")
+
+
+def resolve_plugin_files(raw: dict, folder: Path) -> None:
+    """Make a relative file reference in `model.name` or `data.name`
+    ('my_models.py:MyNet', see `dlcli.registry`) absolute, read from `folder`, so the
+    run folder's config.yaml names the same file from wherever it is evaluated or resumed."""
+    for key in ("model", "data"):
+        section = raw.get(key)
+        name = section.get("name") if isinstance(section, dict) else None
+        if isinstance(name, str) and is_file_reference(name):
+            file, _, attribute = name.rpartition(":")
+            section["name"] = f"{os.path.abspath(folder / Path(file).expanduser())}:{attribute}"
 
 
 def read_yaml(path: Path) -> dict:

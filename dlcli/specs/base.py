@@ -2,7 +2,8 @@
 
 A spec is the config section of one architecture family (a dataclass whose fields are
 the section's keys). The generic code (config, runs, the experiment builder, compare)
-reads only what is declared here, never a family's own fields. Nothing here imports JAX.
+reads only what is declared here, never a family's own fields. Nothing here imports JAX
+at import time; only the default `param_count`, for a spec without a closed form, does.
 """
 
 from __future__ import annotations
@@ -67,11 +68,22 @@ class ModelSpec:
         `load_pretrained` takes them), or None."""
         return None
 
-    # Every family also defines `param_count(info) -> int` (trainable parameters on
-    # `info`, in closed form) and `build(info, rngs)` (the Flax NNX module, initialised
+    def param_count(self, info: DatasetInfo) -> int:
+        """Trainable parameters of the model on `info`. This default builds the model
+        abstractly (`nnx.eval_shape`: shapes only, no memory) and counts its `nnx.Param`
+        leaves, which imports JAX; the built-in families give a closed form instead, so
+        that `dlcli models` and config checks answer without it."""
+        from flax import nnx
+
+        from dlcli.models import count_params
+
+        return count_params(nnx.eval_shape(lambda: self.build(info, nnx.Rngs(0))))
+
+    # Every family also defines `build(info, rngs)` (the Flax NNX module, initialised
     # from `rngs`; it imports `dlcli.models`). A `pretrained_from` spec's size depends on
-    # the referenced run, so its two take that run's config as a third argument `runs`
-    # ({field: ExperimentConfig}); `dlcli.runs.build_model` calls whichever applies.
+    # the referenced run, so its `build` and `param_count` take that run's config as a
+    # third argument `runs` ({field: ExperimentConfig}); `dlcli.runs.build_model` calls
+    # whichever applies.
 
 
 def check_unit_pixels(spec: ModelSpec, data) -> None:
