@@ -1,11 +1,14 @@
-"""Comparisons over seeds: `dlcli compare shallow-vs-deep` and `dlcli compare CONFIG ...`.
+"""Comparisons over seeds: `dlcli compare shallow-vs-deep`, `dlcli compare CONFIG CONFIG ...`
+and `dlcli compare CONFIG --arm NAME:KEY=VALUE,... --arm ...` (variants of one config).
 
 Each arm of a comparison is one experiment config; every arm runs with the same seeds
 (as ordinary run folders, through `dlcli.batch`), and the test metric is summarised
 per arm as a mean with a 95% confidence interval. Shallow-vs-deep builds its arms
 itself: MLPs (or CNNs) of several depths whose widths are solved so that every
 parameter count is within 2% of one budget, trained with the same optimizer, schedule
-and step budget; `tune_lr` first picks each arm's learning rate on the validation split.
+and step budget; `tune_lr` first picks each arm's learning rate on the validation split. The outcome is
+written as results.json/.csv, plots, and one report as report.md and a self-contained
+report.html (`dlcli.report`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dlcli.batch import Job, JobPool, JobResult
 from dlcli.config import ExperimentConfig, check_metric, config_from_dict, load_config
 from dlcli.errors import BadInput
 from dlcli.files import FolderLock, write_atomically
+from dlcli.report import Report
 from dlcli.runs import RunDir
 from dlcli.schema import to_dict
 from dlcli.specs.cnn import ConvBlock
@@ -135,12 +139,80 @@ def shallow_vs_deep_arms(task: str, *, model: str, budget: int | None, depths: l
 
 def config_arms(paths: list[Path], overrides: list[str]) -> list[Arm]:
     if len(paths) < 2:
-        raise BadInput("dlcli compare needs at least two CONFIG files (or the shallow-vs-deep subcommand)")
+        raise BadInput("dlcli compare needs at least two CONFIG files (or one CONFIG with an --arm per variant, "
+                       "or the shallow-vs-deep subcommand)")
     arms = [Arm(Path(p).stem, load_config(p, overrides).to_dict()) for p in paths]
     labels = [a.label for a in arms]
     if len(set(labels)) != len(labels):
         raise BadInput(f"the configs share a name ({', '.join(labels)}); give each file its own name")
     return arms
+
+
+ARM_FORM = "NAME:KEY=VALUE[,KEY=VALUE...], e.g. --arm deep:model.depth=4,model.width=64"
+
+
+def variant_arms(path: Path, variants: list[str], overrides: list[str]) -> list[Arm]:
+    """One arm per `--arm NAME:KEY=VALUE,...` of the one config file at `path`: the file,
+    then `overrides` (every arm's --set), then the arm's own, as `dlcli train --set` reads them."""
+    parsed = [parse_arm(text) for text in variants]
+    if len(parsed) < 2:
+        raise BadInput(f"dlcli compare needs at least two --arm options, each {ARM_FORM}")
+    folders: dict[str, str] = {}
+    for name, _ in parsed:
+        other = folders.get(slug(name))
+        if other == name:
+            raise BadInput(f"--arm {name!r} is given twice; give each arm its own name")
+        if other is not None:
+            raise BadInput(f"arms {other!r} and {name!r} name the same run folders ({slug(name)}-seedN); "
+                           "give each arm its own name")
+        folders[slug(name)] = name
+    arms = []
+    for name, sets in parsed:
+        try:
+            config = load_config(path, [*overrides, *sets]).to_dict()
+        except BadInput as err:
+            raise BadInput(f"--arm {name}: {err}") from None
+        arms.append(Arm(name, config | {"name": f"{config['name']}-{slug(name)}"}))
+    return arms
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """'deep:model.depth=4,model.widths=[64,32]' -> ('deep', ['model.depth=4', 'model.widths=[64,32]']).
+    Overrides are separated by commas outside brackets, braces and quotes; a bare NAME
+    (or NAME:) is the config unchanged. `BadInput` for a malformed arm."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name or "=" in name:
+        raise BadInput(f"--arm {text!r} is not of the form {ARM_FORM}")
+    if "/" in name or not slug(name):
+        raise BadInput(f"--arm {text!r}: the arm name {name!r} names a folder, so it needs a letter or digit and "
+                       "no '/'; choose another name")
+    overrides = _split_top_level(rest) if rest.strip() else []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not item:
+            raise BadInput(f"--arm {text!r} has an empty override (a stray comma); give {ARM_FORM}")
+        if not sep or not key.strip():
+            raise BadInput(f"--arm {name}: {item!r} is not KEY=VALUE; give {ARM_FORM}")
+    return name, overrides
+
+
+def _split_top_level(text: str) -> list[str]:
+    """`text` split at the commas outside [...], {...} and quotes, each part stripped."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [*parts, text[start:].strip()]
 
 
 # ----- running -------------------------------------------------------------------------
@@ -186,7 +258,7 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
     with FolderLock(out_dir, "comparison folder"), JobPool(workers=workers, data_dir=data_dir) as pool:
         if tune_lr:
             arms = _tune_learning_rates(arms, tune_lr, out_dir, pool, on_done)
-        jobs = [Job(f"{_slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{_slug(a.label)}-seed{s}",
+        jobs = [Job(f"{slug(a.label)}-seed{s}", {**a.config, "seed": s}, out_dir / "runs" / f"{slug(a.label)}-seed{s}",
                     dict(extra_evals or {})) for a in arms for s in range(seeds)]
         results = {r.key: r for r in pool.run(jobs, on_done)}
     failures = [r for r in results.values() if r.status == "failed"]
@@ -195,7 +267,7 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
                           f"{len(failures)} of {len(jobs)} runs failed; see the errors above, fix them and rerun", failures)
     arm_results = []
     for arm in arms:
-        arm_jobs = [j for j in jobs if j.key.startswith(_slug(arm.label) + "-seed")]
+        arm_jobs = [j for j in jobs if j.key.startswith(slug(arm.label) + "-seed")]
         rows = [_row(results[j.key], s, metric) for s, j in enumerate(arm_jobs)]
         values = [row[metric] for row in rows]
         first = results[arm_jobs[0].key].summary
@@ -209,15 +281,15 @@ def run_comparison(arms: list[Arm], *, out_dir: Path, seeds: int, metric: str | 
 
 def _tune_learning_rates(arms, grid, out_dir, pool: JobPool, on_done) -> list[Arm]:
     """Each arm's learning rate: the best validation metric over `grid`, seed 0."""
-    jobs = [Job(f"{_slug(a.label)}-lr{lr:g}", _with_lr({**a.config, "seed": 0}, lr),
-                out_dir / "tune" / f"{_slug(a.label)}-lr{lr:g}") for a in arms for lr in grid]
+    jobs = [Job(f"{slug(a.label)}-lr{lr:g}", _with_lr({**a.config, "seed": 0}, lr),
+                out_dir / "tune" / f"{slug(a.label)}-lr{lr:g}") for a in arms for lr in grid]
     results = {r.key: r for r in pool.run(jobs, on_done)}
     tuned = []
     for arm in arms:
         cfg = config_from_dict(arm.config)
         scores = {}
         for lr in grid:
-            result = results[f"{_slug(arm.label)}-lr{lr:g}"]
+            result = results[f"{slug(arm.label)}-lr{lr:g}"]
             if result.status == "done":
                 scores[lr] = result.summary["best_value"]
         if not scores:
@@ -267,14 +339,16 @@ def format_ci(summary: Summary) -> str:
     return "n/a" if math.isnan(summary.half_width) else f"{summary.half_width:.2g}"
 
 
-def _slug(label: str) -> str:
+def slug(label: str) -> str:
+    """An arm's label as a folder name: characters other than letters, digits, '-', '_', '.' become '-'."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-")
 
 
 # ----- reporting -----------------------------------------------------------------------
 
 def write_outputs(comparison: Comparison, out_dir: Path, title: str) -> dict:
-    """results.json, results.csv, report.md and curves.png in `out_dir`; returns the JSON."""
+    """results.json, results.csv, curves.png (gradient_flow.png for recurrent runs that
+    log it), report.md and report.html in `out_dir`; returns the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
     data = to_json(comparison, out_dir)
     write_atomically(out_dir / "results.json", json.dumps(data, indent=2))
@@ -288,8 +362,9 @@ def write_outputs(comparison: Comparison, out_dir: Path, title: str) -> dict:
     val_metric = "val/" + comparison.metric.split("/")[-1]
     records = {a.arm.label: [RunDir(d).metrics() for d in a.run_dirs] for a in comparison.arms}
     learning_curves(records, val_metric, out_dir / "curves.png", title)
+    (out_dir / "gradient_flow.png").unlink(missing_ok=True)  # a rerun with other arms draws it afresh or not at all
     gradient_flow_by_arm(records, out_dir / "gradient_flow.png", title)
-    write_atomically(out_dir / "report.md", _markdown(comparison, title))
+    _report(comparison, title, out_dir, val_metric).write(out_dir)
     return data
 
 
@@ -310,16 +385,65 @@ def to_json(comparison: Comparison, out_dir: Path) -> dict:
     }
 
 
-def _markdown(comparison: Comparison, title: str) -> str:
-    extra = list(comparison.arms[0].extra)
-    lines = [f"# {title}", "", comparison.conclusion, "",
-             f"| arm | widths | parameters | learning rate | {comparison.metric} (mean ± 95% CI) | "
-             + "".join(f"{name} | " for name in extra) + "train time (s) |",
-             "| --- | --- | ---: | ---: | ---: | " + "---: | " * len(extra) + "---: |"]
-    for a in comparison.arms:
-        lines.append(f"| {a.arm.label} | {a.arm.width or '-'} | {a.params:,} | {a.learning_rate:g} | "
-                     f"{a.summary.mean:.4f} ± {format_ci(a.summary)} | "
-                     + "".join(f"{x.mean:.4f} ± {format_ci(x)} | " for x in a.extra.values()) + f"{a.train_s:.1f} |")
-    lines += ["", "Per-seed results: results.csv. Learning curves (validation, mean and ±1 std band): curves.png.",
-              "Recurrent runs with training.gradient_flow: the last logged norms of d(loss)/d(h_t): gradient_flow.png.", ""]
-    return "\n".join(lines)
+def _report(comparison: Comparison, title: str, out_dir: Path, val_metric: str) -> Report:
+    """The conclusion, the arms' table, what differs between their configs, every seed's
+    figures and the plots: report.md and report.html."""
+    metric, extra = comparison.metric, list(comparison.arms[0].extra)
+    report = Report(title)
+    report.paragraph(comparison.conclusion)
+    numbers = {"parameters", "learning rate", f"{metric} (mean ± 95% CI)", *extra, "train time (s)"}
+    widths = any(a.arm.width for a in comparison.arms)  # shallow-vs-deep's solved widths
+    report.table(["arm", *(["widths"] if widths else []), "parameters", "learning rate", f"{metric} (mean ± 95% CI)",
+                  *extra, "train time (s)"],
+                 [[a.arm.label, *([a.arm.width] if widths else []), f"{a.params:,}", f"{a.learning_rate:g}",
+                   f"{a.summary.mean:.4f} ± {format_ci(a.summary)}", *(f"{x.mean:.4f} ± {format_ci(x)}" for x in a.extra.values()),
+                   f"{a.train_s:.1f}"] for a in comparison.arms], numeric=numbers)
+    differences = _differences([a.arm for a in comparison.arms])
+    if differences:
+        report.heading("What differs between the arms")
+        report.table(["config key", *(a.arm.label for a in comparison.arms)],
+                     [[key, *values] for key, values in differences.items()])
+    report.heading("Every seed")
+    report.table(["arm", "seed", metric, *extra, "wall time (s)", "run folder"],
+                 [[a.arm.label, str(row["seed"]), f"{row[metric]:.4f}", *(f"{row[name]:.4f}" for name in extra),
+                   f"{row['wall_s']:.1f}", _relative(row["run_dir"], out_dir)] for a in comparison.arms for row in a.seeds],
+                 numeric={"seed", metric, *extra, "wall time (s)"})
+    report.heading("Plots")
+    report.figure("curves.png", f"Learning curves: {val_metric}, mean over the seeds with a band of ±1 standard deviation")
+    if (out_dir / "gradient_flow.png").exists():
+        report.figure("gradient_flow.png", "Recurrent runs with training.gradient_flow: the last logged norms of "
+                                           "d(loss)/d(h_t), geometric mean over the seeds")
+    report.paragraph("Per-seed results: results.csv; everything above as JSON: results.json.")
+    return report
+
+
+def _differences(arms: list[Arm]) -> dict[str, list[str]]:
+    """Each dotted config key (name and seed aside) whose value is not the same in every
+    arm: key -> its value in each arm, as text ('-' where an arm has no such key)."""
+    flat = [_flatten(a.config) for a in arms]
+    keys = sorted({k for f in flat for k in f} - {"name", "seed"})
+    return {key: [_shown(f[key]) if key in f else "-" for f in flat] for key in keys
+            if len({json.dumps(f.get(key), sort_keys=True) for f in flat}) > 1 or any(key not in f for f in flat)}
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    """{'model': {'depth': 2}} -> {'model.depth': 2}; lists (of values or sections) stay whole."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _relative(path: str, folder: Path) -> str:
+    """`path` relative to `folder` when inside it (the report travels with its folder)."""
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,36 @@ def mode_scatter(points: np.ndarray, centres: np.ndarray, std: float, out: Path,
     _save(plt, fig, ax, out, title, "x1", "x2", log_y=False, legend_size=7)
 
 
+def metric_against(values: list, metrics: list[float], out: Path, title: str, key: str, metric: str, *,
+                   categories: list[str] | None = None, log_x: bool = False) -> None:
+    """One point per finished trial: `metric` against the value of the searched `key`.
+    With `categories` (the labels of a categorical key, in order), `values` are their
+    labels and the x axis lists them; else `values` are numbers, on a log axis if `log_x`."""
+    plt, fig, ax = _axes(SMALL)
+    if categories is not None:
+        positions = {label: i for i, label in enumerate(categories)}
+        ax.scatter([positions[v] for v in values], metrics, alpha=0.7, label="finished trial")
+        ax.set_xticks(range(len(categories)), categories, rotation=20 if len(categories) > 6 else 0)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    else:
+        ax.scatter(values, metrics, alpha=0.7, label="finished trial")
+        if log_x:
+            ax.set_xscale("log")
+    _save(plt, fig, ax, out, title, key, metric, log_y=False, legend_size=8)
+
+
+def trial_history(trials: list[int], metrics: list[float], out: Path, title: str, metric: str, *,
+                  higher_is_better: bool) -> None:
+    """`metric` of each finished trial against its number, in the order of the trials,
+    with the best value so far as a step line."""
+    plt, fig, ax = _axes(SMALL)
+    best = np.maximum.accumulate(metrics) if higher_is_better else np.minimum.accumulate(metrics)
+    ax.scatter(trials, metrics, alpha=0.7, label="trial")
+    ax.step(trials, best, where="post", color="C1", label="best so far")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    _save(plt, fig, ax, out, title, "trial", metric, log_y=False, legend_size=8)
+
+
 def _pyplot():
     """pyplot on the Agg backend (no display needed)."""
     import matplotlib
@@ -79,10 +111,13 @@ def _pyplot():
     return plt
 
 
-def _axes():
-    """pyplot, a new figure and its axes."""
+SMALL = {"figsize": (4.8, 3.4), "dpi": 100}  # a report's many small plots: two side by side on a page
+
+
+def _axes(size: dict | None = None):
+    """pyplot, a new figure (7 x 4.5 inches at 120 dpi, or `size`) and its axes."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(**(size or {"figsize": (7, 4.5), "dpi": 120}))
     return plt, fig, ax
 
 
@@ -95,8 +130,17 @@ def _save(plt, fig, ax, out: Path, title: str, xlabel: str, ylabel: str, *, log_
     ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)
     fig.tight_layout()
-    fig.savefig(out)
+    _write(fig, out)
     plt.close(fig)
+
+
+def _write(fig, out: Path) -> None:
+    """`fig` as the PNG `out`, replaced at once: a report inlining it, or a second sweep
+    process drawing it too, never reads a part."""
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.{socket.gethostname()}.{os.getpid()}")
+    fig.savefig(partial, format="png")
+    os.replace(partial, out)
 
 
 def image_grid(rows: list[np.ndarray], out: Path, labels: list[str] | None = None, title: str | None = None) -> None:
@@ -124,7 +168,7 @@ def image_grid(rows: list[np.ndarray], out: Path, labels: list[str] | None = Non
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out)
+    _write(fig, out)
     plt.close(fig)
 
 
@@ -146,7 +190,7 @@ def code_scatter(points: np.ndarray, labels: np.ndarray, out: Path, title: str, 
     ax.set_title(title)
     ax.legend(markerscale=4, fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(out)
+    _write(fig, out)
     plt.close(fig)
 
 

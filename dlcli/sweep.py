@@ -43,6 +43,7 @@ from dlcli.config import check_metric, load_config, read_yaml
 from dlcli.errors import BadInput
 from dlcli.files import FolderLock, write_atomically
 from dlcli.registry import suggest
+from dlcli.report import Report
 from dlcli.schema import bounded, folder_name, parse, seed_field
 
 
@@ -212,7 +213,8 @@ def sort_trials(trials: list[Trial], direction: str) -> list[Trial]:
 
 
 def write_results(sweep: Sweep, trials: list[Trial]) -> dict:
-    """results.json, results.csv and best.yaml in the sweep folder; returns the JSON."""
+    """results.json, results.csv, best.yaml, the plots (history.png, vs-KEY.png per
+    searched key), report.md and report.html in the sweep folder; returns the JSON."""
     sweep.folder.mkdir(parents=True, exist_ok=True)
     keys = list(sweep.space)
     done = [t for t in trials if t.status == "done"]
@@ -232,4 +234,79 @@ def write_results(sweep: Sweep, trials: list[Trial]) -> dict:
                          f"# best trial {best.index:03d} of sweep {sweep.cfg.name}: {sweep.cfg.metric} = {best.value}\n"
                          + yaml.safe_dump(config, sort_keys=False))
         data["best_config"] = str(sweep.folder / "best.yaml")
+    _report(sweep, trials).write(sweep.folder)
     return data
+
+
+def _report(sweep: Sweep, trials: list[Trial]) -> Report:
+    """The sweep's outcome in sentences, its trials best first, its search space, and
+    the plots (drawn here into the sweep folder): the metric of each finished trial in
+    trial order with the best so far, and against each searched key."""
+    from dlcli.plots import metric_against, trial_history
+
+    cfg, keys = sweep.cfg, list(sweep.space)
+    metric, higher = cfg.metric, cfg.direction == "max"
+    done = sorted((t for t in trials if t.status == "done"), key=lambda t: t.index)
+    report = Report(f"sweep {cfg.name}: {metric}, {'higher' if higher else 'lower'} is better")
+    counts = {status: sum(t.status == status for t in trials) for status in ("done", "failed", "pruned")}
+    report.paragraph(f"{len(trials)} trials ({cfg.strategy}): {counts['done']} finished, {counts['failed']} failed"
+                     + (f", {counts['pruned']} pruned by Optuna" if counts["pruned"] else "") + ".")
+    if done:
+        best, values = trials[0], [t.value for t in done]
+        report.paragraph(f"Best: trial {best.index:03d}, {metric} = {best.value:.4f}, with "
+                         + ", ".join(f"{k} = {_cell(best.params.get(k))}" for k in keys)
+                         + "; its config: best.yaml, ready for dlcli train. "
+                         + f"The finished trials range from {min(values):.4f} to {max(values):.4f} "
+                         + f"(median {float(np.median(values)):.4f}).")
+    axes = {key: _axis(spec) for key, spec in sweep.space.items()}
+    numeric = {key for key, (categories, _) in axes.items() if categories is None}
+    report.table(["trial", "status", metric, *keys, "error"],
+                 [[f"{t.index:03d}", t.status, "" if t.value is None else f"{t.value:.4f}",
+                   *(_cell(t.params.get(k)) for k in keys), t.error or ""] for t in trials],
+                 numeric={"trial", metric, *numeric}, caption="Trials, best first")
+    report.heading("Search space")
+    report.table(["key", "distribution", "values", "axis"],
+                 [[key, spec.distribution, _space_values(spec),
+                   "categories" if axes[key][0] is not None else "log" if axes[key][1] else "linear"]
+                  for key, spec in sweep.space.items()])
+    if done:
+        report.heading("Plots")
+        title = f"sweep {cfg.name}"
+        trial_history([t.index for t in done], [t.value for t in done], sweep.folder / "history.png", title, metric,
+                      higher_is_better=higher)
+        report.figure("history.png", f"{metric} of each finished trial in trial order, and the best so far")
+        for key, (categories, log_x) in axes.items():
+            xs = [_cell(t.params.get(key)) if categories is not None else t.params.get(key) for t in done]
+            metric_against(xs, [t.value for t in done], sweep.folder / f"vs-{key}.png", title, key, metric,
+                           categories=categories, log_x=log_x)
+            report.figure(f"vs-{key}.png", f"{metric} of each finished trial against {key}"
+                          + (" (log axis)" if log_x else ""))
+    report.paragraph("Every trial: results.csv and results.json; each trial's run folder: trials/trial-NNN.")
+    return report
+
+
+def _axis(spec: Distribution) -> tuple[list[str] | None, bool]:
+    """How a plot shows a searched key: (the category labels, None for a number axis;
+    whether that axis is logarithmic). Logarithmic for a log_uniform distribution and
+    for a choice of positive numbers spanning a factor of 100 or more (a grid of
+    learning rates, say); a choice with any value that is not a number is categorical."""
+    if spec.distribution != "choice":
+        return None, spec.distribution == "log_uniform"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values):
+        low, high = min(spec.values), max(spec.values)
+        return None, low > 0 and high >= 100 * low
+    return list(dict.fromkeys(_cell(v) for v in spec.values)), False
+
+
+def _cell(value: Any) -> str:
+    """A parameter's value as report text: floats to 4 significant digits, strings as
+    they are, anything else (lists, booleans, null) as JSON."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _space_values(spec: Distribution) -> str:
+    if spec.distribution == "choice":
+        return ", ".join(_cell(v) for v in spec.values)
+    return f"{_cell(spec.low)} to {_cell(spec.high)}"

@@ -18,14 +18,18 @@ MAX_SEEDS = 1000
 @app.command("compare")
 @reports_errors
 def compare_command(
-    targets: list[str] = typer.Argument(..., metavar="shallow-vs-deep | CONFIG CONFIG ...",
-                                        help="`shallow-vs-deep`, or two or more experiment files."),
+    targets: list[str] = typer.Argument(..., metavar="shallow-vs-deep | CONFIG CONFIG ... | CONFIG --arm ...",
+                                        help="`shallow-vs-deep`, two or more experiment files, or one with --arm."),
     seeds: int = typer.Option(5, "--seeds", help="Seeds per configuration (0, 1, ... N-1)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric to compare; default test/accuracy "
                                                                 "(classifiers), a GAN's first metric, else test/loss."),
     workers: int = typer.Option(os.cpu_count() or 1, "--workers", help="Runs trained at once, one process each."),
     out: Optional[str] = typer.Option(None, "--out", help="Output folder; default comparisons/<name>."),
     set_: Optional[list[str]] = SetOption,
+    arm: Optional[list[str]] = typer.Option(
+        None, "--arm", metavar="NAME:KEY=VALUE,...",
+        help="One arm of a single CONFIG: its name and its own overrides, comma-separated (repeat for each arm; "
+             "--set applies to all), e.g. --arm shallow:model.depth=1 --arm deep:model.depth=4,model.width=64."),
     shift_test: int = typer.Option(0, "--shift-test", help="Also evaluate every run on test images shifted by up to N px."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Arm the others are tested against (default: the first)."),
     task: str = typer.Option("sawtooth", "--task", rich_help_panel=DEPTH_PANEL,
@@ -46,7 +50,9 @@ def compare_command(
 
     `dlcli compare shallow-vs-deep --task sawtooth` builds networks of each depth with
     the same parameter budget; `dlcli compare A.yaml B.yaml` compares any experiments.
-    Rerunning the same command resumes: finished runs are not trained again.
+    `dlcli compare X.yaml --arm a:KEY=VALUE --arm b:KEY=VALUE,KEY=VALUE` compares
+    variants of one experiment. Rerunning the same command resumes: finished runs are
+    not trained again. Writes report.html (self-contained) and report.md beside the results.
     """
     from dlcli import compare
     from dlcli.batch import MAX_WORKERS
@@ -59,8 +65,9 @@ def compare_command(
     check_range(shift_test, "--shift-test", 0, None)
     out_dir = folder_or_none(out, "--out")
     if targets[0] == "shallow-vs-deep":
-        if len(targets) > 1:
-            raise BadInput("dlcli compare shallow-vs-deep takes no config files; use --task, --budget, --depths")
+        if len(targets) > 1 or arm:
+            raise BadInput("dlcli compare shallow-vs-deep takes no config files and no --arm; use --task, --budget, "
+                           "--depths")
         for value, option in ((steps, "--steps"), (budget, "--budget")):
             if value is not None:
                 check_range(value, option, 1, MAX_STEPS)
@@ -75,6 +82,12 @@ def compare_command(
         grid = _numbers(lr_grid, "--lr-grid", float, "0.001,0.003") if tune_lr else None
         if grid is not None and not all(0 < rate < float("inf") for rate in grid):
             raise BadInput(f"--lr-grid must hold positive finite learning rates, got {lr_grid!r}")
+    elif arm:
+        if len(targets) != 1:
+            raise BadInput(f"--arm varies one CONFIG file, got {len(targets)}; give one file and an --arm per variant")
+        arms = compare.variant_arms(Path(targets[0]), arm, set_ or [])
+        name = f"{Path(targets[0]).stem}-" + "-vs-".join(compare.slug(a.label) for a in arms)
+        title, grid = f"compare {Path(targets[0]).stem}: {', '.join(a.label for a in arms)}", None
     else:
         arms = compare.config_arms([Path(t) for t in targets], set_ or [])
         name = "-vs-".join(a.label for a in arms)
@@ -134,5 +147,5 @@ def _print(outcome, out_dir: Path) -> None:
     stdout.print(list_table(f"{outcome.metric}, mean ± 95% CI over {len(outcome.arms[0].values)} seeds",
                             ["arm", "widths", "parameters", "lr", outcome.metric, *extra, "train s"], rows))
     stdout.print(outcome.conclusion, soft_wrap=True)
-    stdout.print(f"report: {out_dir / 'report.md'}, curves: {out_dir / 'curves.png'}, per seed: {out_dir / 'results.csv'}",
+    stdout.print(f"report: {out_dir / 'report.html'} (and report.md), per seed: {out_dir / 'results.csv'}",
                  soft_wrap=True)

@@ -77,5 +77,6 @@ def _print(sweep, trials) -> None:
              (t.error or "")[:60]) for t in trials]
     stdout.print(list_table(f"sweep {sweep.cfg.name}: {sweep.cfg.metric} ({sweep.cfg.direction}), best first",
                             ["trial", "status", sweep.cfg.metric, *keys, "error"], rows))
+    stdout.print(f"report: {sweep.folder / 'report.html'} (and report.md)", soft_wrap=True)
     if (sweep.folder / "best.yaml").exists():
         stdout.print(f"best config: {sweep.folder / 'best.yaml'}  (dlcli train {sweep.folder / 'best.yaml'})", soft_wrap=True)
