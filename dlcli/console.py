@@ -29,6 +29,11 @@ def warn(message: str) -> None:
     stderr.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
+def note(message: str) -> None:
+    """One unwrapped line on standard error: a choice made for the user (a run folder)."""
+    stderr.print(message, soft_wrap=True, markup=False)
+
+
 class TrainProgress:
     """A progress bar on stderr: epoch, step, live loss and metric, samples/s and ETA."""
 

@@ -17,7 +17,7 @@ from conftest import REPO, SHARED_DATA, TINY, cli_env, invoke, run_cli, sets, tr
 
 from dlcli.config import DATASETS, MODELS, OptimizerConfig
 from dlcli.data.vision import IDX_FILES
-from dlcli.train.evaluate import evaluate_run
+from dlcli.training.evaluate import evaluate_run
 
 TINY_RUN = [*TINY, "model.width=16", "checkpoint.min_interval_s=0"]
 OPTIMIZERS = ", ".join(typing.get_args(typing.get_type_hints(OptimizerConfig)["name"]))
@@ -44,11 +44,13 @@ def snapshot(folder: Path) -> dict:
 
 def refuse(folder: Path, args: list[str], env: dict | None = None, process: bool = False, cwd: Path = REPO) -> list[str]:
     """Run dlcli ARGS in `cwd` (in this process, or as a real one); assert exit code 2,
-    nothing on stdout and `folder` untouched. Returns the stderr lines."""
+    nothing on stdout (with --json, the error object of the stderr line) and `folder`
+    untouched. Returns the stderr lines."""
     before = snapshot(folder)
     result = (run_cli if process else invoke)(*args, env=env, cwd=cwd)
     assert result.returncode == 2, result.stderr
-    assert result.stdout == ""
+    line = result.stderr.strip().splitlines()[-1].removeprefix("error: ")
+    assert result.stdout == (json.dumps({"error": line, "exit_code": 2}) + "\n" if "--json" in args else "")
     assert snapshot(folder) == before
     return result.stderr.strip().splitlines()
 

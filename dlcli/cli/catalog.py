@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, config_app, reports_errors
-from dlcli.cli.options import JsonOption, SeedOption, SetOption, print_json
+from dlcli.cli.options import ExperimentArgument, JsonOption, SeedOption, SetOption, print_json
 
 
 @app.command("models")
@@ -57,7 +57,7 @@ def datasets_command(as_json: bool = JsonOption) -> None:
 @config_app.command("show")
 @reports_errors
 def config_show(
-    config: Optional[Path] = typer.Argument(None, help="YAML experiment file; default: the built-in digits MLP."),
+    config: Optional[Path] = ExperimentArgument,
     set_: Optional[list[str]] = SetOption,
     seed: Optional[int] = SeedOption,
     as_json: bool = JsonOption,

@@ -9,13 +9,14 @@ import typer
 
 from dlcli.cli import app, reports_errors
 from dlcli.cli.evaluate import Split
-from dlcli.cli.options import DataDirOption, JsonOption, data_dir_or_default, print_json
+from dlcli.cli.options import DataDirOption, JsonOption, complete_run_dir, data_dir_or_default, print_json
 
 
 @app.command("embed")
 @reports_errors
 def embed_command(
-    run_dir: Path = typer.Argument(..., help="The run folder of an autoencoder (autoencoder, denoising, sparse, vae)."),
+    run_dir: Path = typer.Argument(..., help="The run folder of an autoencoder (autoencoder, denoising, sparse, vae).",
+                                   autocompletion=complete_run_dir),
     out: Path = typer.Option(..., "--out", help="The .npz file to write (arrays codes, labels, reconstruction_errors); "
                                                 "the scatter plot goes beside it as .png."),
     split: Split = typer.Option(Split.test, "--split", help="Which split to encode."),

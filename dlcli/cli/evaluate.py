@@ -10,7 +10,8 @@ import typer
 
 from dlcli.cli import app, reports_errors
 from dlcli.cli.options import (CoordinatorOption, DataDirOption, DistributedOption, InitTimeoutOption, JsonOption,
-                               NumProcessesOption, ProcessIdOption, data_dir_or_default, join_cluster, print_json)
+                               NumProcessesOption, ProcessIdOption, complete_run_dir, data_dir_or_default, join_cluster,
+                               print_json)
 
 
 class Split(str, Enum):
@@ -21,7 +22,8 @@ class Split(str, Enum):
 @app.command("eval")
 @reports_errors
 def eval_command(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `dlcli train`."),
+    run_dir: Path = typer.Argument(..., help="A run folder written by `dlcli train`.",
+                                   autocompletion=complete_run_dir),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, latest, or a saved step number."),
     split: Split = typer.Option(Split.test, "--split", help="Which split to measure."),
     shift: int = typer.Option(0, "--shift", help="Translate each image by up to this many pixels first (robustness)."),
@@ -36,8 +38,8 @@ def eval_command(
     """Evaluate a run's checkpoint on the validation or test split (on every device of
     every process, when started in each process of a multi-process job like `dlcli train`)."""
     join_cluster(coordinator, num_processes, process_id, distributed, init_timeout)
-    from dlcli.train.distributed import peer_lost
-    from dlcli.train.evaluate import evaluate_run
+    from dlcli.training.distributed import peer_lost
+    from dlcli.training.evaluate import evaluate_run
 
     with peer_lost():
         result = evaluate_run(run_dir, checkpoint=checkpoint, split=split.value,

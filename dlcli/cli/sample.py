@@ -9,24 +9,25 @@ from typing import Optional
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import JsonOption, print_json
+from dlcli.cli.options import JsonOption, complete_run_dir, print_json
 
 
 @app.command("sample")
 @reports_errors
 def sample_command(
     run_dir: Path = typer.Argument(..., help="The run folder of a language model (data.name: text), of a "
-                                             "sequence-to-sequence model (reverse, sort, addition) or of a vae."),
+                                             "sequence-to-sequence model (reverse, sort, addition) or of a vae.",
+                                   autocompletion=complete_run_dir),
     prompt: Optional[str] = typer.Option(None, "--prompt",
                                          help="Text to start from (only characters of the training text), "
                                               "or the source string to translate."),
     n: Optional[int] = typer.Option(None, "--n", help="Samples to draw from a generative model (with --out): images, or 2-D points."),
     out: Optional[Path] = typer.Option(None, "--out", help="The PNG of the drawn samples (an image grid, or points over the modes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-    length: Optional[int] = typer.Option(None, "--length", help="How many characters to generate [default: 200]."),
+    length: Optional[int] = typer.Option(None, "--length", help="How many characters to generate; default 200."),
     temperature: Optional[float] = typer.Option(None, "--temperature",
-                                                help="Softmax temperature; 0 takes the most likely character "
-                                                     "[default: 1.0]."),
+                                                help="Softmax temperature; 0 takes the most likely character; "
+                                                     "default 1.0."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Draw only among the K most likely characters."),
     seed: int = typer.Option(0, "--seed", help="Seed of the draws; the same seed gives the same text."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, latest, or a saved step number."),

@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from dlcli.cli import app, reports_errors
-from dlcli.cli.options import (CoordinatorOption, DataDirOption, DistributedOption, InitTimeoutOption, JsonOption,
-                               NumProcessesOption, ProcessIdOption, SeedOption, SetOption, data_dir_or_default,
-                               folder_or_none, join_cluster, print_json)
+from dlcli.cli.options import (CoordinatorOption, DataDirOption, DistributedOption, ExperimentArgument,
+                               InitTimeoutOption, JsonOption, NumProcessesOption, ProcessIdOption, SeedOption,
+                               SetOption, data_dir_or_default, folder_or_none, join_cluster, print_json)
+
+if TYPE_CHECKING:
+    from dlcli.config import ExperimentConfig
+
+RUNS = Path("runs")  # where runs go without --run-dir, in the current folder
 
 
 @app.command("train")
 @reports_errors
 def train_command(
-    config: Optional[Path] = typer.Argument(None, help="YAML experiment file; default: the built-in digits MLP."),
+    config: Optional[Path] = ExperimentArgument,
     set_: Optional[list[str]] = SetOption,
-    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Run folder; default: runs/<experiment name>."),
+    run_dir: Optional[str] = typer.Option(
+        None, "--run-dir", help="Run folder; default: runs/NAME (NAME the experiment's name), or runs/NAME-2, "
+                                "runs/NAME-3, ... when it is taken: a new run never writes into an earlier one."),
     seed: Optional[int] = SeedOption,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its latest checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --run-dir."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --run-dir from its latest checkpoint; without --run-dir, the "
+                                "newest run of the experiment with this config."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the run in --run-dir; without --run-dir, the newest run of the "
+                                   "experiment with this config (none: a new folder)."),
     data_dir: Optional[Path] = DataDirOption,
     as_json: bool = JsonOption,
     coordinator: Optional[str] = CoordinatorOption,
@@ -39,11 +51,12 @@ def train_command(
     from dlcli.config import load_config
 
     cfg = load_config(config, set_ or [], seed)
-    run_dir = folder_or_none(run_dir, "--run-dir") or Path("runs") / cfg.name
+    # chosen before joining: no process writes anything until every process has joined
+    run_dir = folder_or_none(run_dir, "--run-dir") or automatic_run_dir(cfg, resume=resume, overwrite=overwrite)
     join_cluster(coordinator, num_processes, process_id, distributed, init_timeout)
 
-    from dlcli.train.distributed import peer_lost
-    from dlcli.train.loop import fit
+    from dlcli.training.distributed import peer_lost
+    from dlcli.training.loop import fit
 
     with peer_lost():
         summary = fit(cfg, run_dir, data_dir=data_dir_or_default(data_dir), resume=resume, overwrite=overwrite)
@@ -51,6 +64,50 @@ def train_command(
         print_json({k: v for k, v in summary.items() if k != "confusion"})
     else:
         print_summary(summary)
+
+
+def automatic_run_dir(cfg: ExperimentConfig, *, resume: bool, overwrite: bool) -> Path:
+    """The run folder of `dlcli train` without --run-dir, among runs/NAME, runs/NAME-2,
+    runs/NAME-3, ... (NAME the experiment's name; numbered in the order they were made).
+    A new run goes to runs/NAME if it does not exist, else to the number after the
+    highest, so that a run never writes into an earlier one. --resume and --overwrite
+    take the newest of them whose saved config is `cfg` (the run this same command
+    started before); when none is, --resume takes the newest (`fit` then says why it
+    cannot continue it) and --overwrite a new folder. A folder other than runs/NAME is
+    named on stderr."""
+    from dlcli.console import note
+
+    base = RUNS / cfg.name
+    numbered = {int(match.group(1)): path for path in (RUNS.iterdir() if RUNS.is_dir() else ())
+                if (match := re.fullmatch(re.escape(cfg.name) + r"-(\d+)", path.name)) and int(match.group(1)) >= 2}
+    earlier = [base] * base.exists() + [numbered[n] for n in sorted(numbered)]  # oldest first
+    if resume or overwrite:
+        same = next((path for path in reversed(earlier) if _continues(path, cfg)), None)
+        if same is not None:
+            if same != base:
+                note(f"{'resuming' if resume else 'replacing'} {same}, the newest run of {cfg.name} with this config")
+            return same
+        if resume and earlier:
+            note(f"no run of {cfg.name} in {RUNS} has this config; trying the newest, {earlier[-1]}")
+            return earlier[-1]
+    if not earlier:
+        return base
+    chosen = RUNS / f"{cfg.name}-{max(numbered, default=1) + 1}"
+    note(f"this run goes to {chosen}: {earlier[-1]} exists and a new run never writes into an earlier one "
+         "(--run-dir chooses the folder; --resume continues the newest run with this config)")
+    return chosen
+
+
+def _continues(path: Path, cfg: ExperimentConfig) -> bool:
+    """Whether the run at `path` was started with `cfg` (what it computes) and could resume."""
+    from dlcli.errors import BadInput
+    from dlcli.runs import RunDir
+
+    try:
+        RunDir(path).check_for_training(cfg, resume=True, overwrite=False)
+    except BadInput:
+        return False
+    return True
 
 
 def print_summary(summary: dict) -> None:
