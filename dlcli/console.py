@@ -65,6 +65,16 @@ class TrainProgress:
         self._progress.console.print(message, soft_wrap=True)
 
 
+def print_whole(renderable) -> None:
+    """`renderable` on stdout: at a terminal wrapped to its width; into a file or a pipe
+    (where Rich would assume 80 columns) as wide as its widest row, so no row is cramped."""
+    if stdout.is_terminal:
+        stdout.print(renderable)
+        return
+    wide = Console(file=sys.stdout, width=100_000, highlight=False)
+    wide.print(renderable, width=wide.measure(renderable).maximum)
+
+
 def key_value_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")

@@ -103,7 +103,9 @@ def test_resume_from_the_first_checkpoint_ends_where_the_run_ended(compared, tmp
     saved = run.parent / "spirals-seed0.yaml"  # the resolved config the comparison trained
     resumed = json.loads(invoke("train", str(saved), "--run-dir", str(cut), "--resume", "--json", cwd=tmp_path,
                                 check=True).stdout)
-    assert resumed["metrics"] == summary["metrics"]
+    # the comparison trained in a worker process, the resume in this one: the same steps, but
+    # programs compiled in another order can round the last bits of a loss differently
+    assert resumed["metrics"] == pytest.approx(summary["metrics"], rel=1e-6)
     assert sorted(int(p.name) for p in (cut / "checkpoints").iterdir()) == [4, 8]
 
 

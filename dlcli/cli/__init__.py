@@ -207,8 +207,6 @@ def run(args: list[str]) -> int:
     on stderr with exit code 2, like every other bad input (and a JSON error object on
     stdout when the arguments hold --json). A group called without a command (bare
     `dlcli`, `dlcli config`) shows its help and returns 0."""
-    from typer._click.exceptions import NoArgsIsHelpError
-
     from dlcli.cli import catalog, compare, embed, evaluate, predict, runs, sample, sweep, train  # noqa: F401  (registers the commands)
     from dlcli.runlog import record_command
     from dlcli.cli.options import start_command
@@ -219,9 +217,9 @@ def run(args: list[str]) -> int:
     wants_json = "--json" in (args[:args.index("--")] if "--" in args else args)
     try:
         code = app(args=list(args), prog_name="dlcli", standalone_mode=False)
-    except NoArgsIsHelpError:  # the help is on stdout already
-        return 0
     except typer.TyperException as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # the help is on stdout already (the class is not public)
+            return 0
         message = " ".join(err.format_message().split())
         context = getattr(err, "ctx", None)
         message += f"; see {context.command_path} --help" if context is not None else ""

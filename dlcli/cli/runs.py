@@ -62,7 +62,7 @@ def list_command(
     if as_json:
         print_json([{k: v for k, v in row.items() if k != "config"} for row in rows])
         return
-    from dlcli.console import fmt, list_table, stdout
+    from dlcli.console import fmt, list_table, print_whole
 
     monitors = {row["monitor"] for row in rows if row["best"] is not None}
     shared = monitors.pop() if len(monitors) == 1 else None  # one monitored metric: named once, in the header
@@ -73,7 +73,7 @@ def list_command(
               _duration(row["wall_s"]), row["model"] or "", row["dataset"] or "",
               fmt(row["params"]) if row["params"] is not None else "", _best(row, shared),
               *(fmt(row["test"][k]) if k in row["test"] else "" for k in tests)] for row in rows]
-    stdout.print(list_table(f"{len(rows)} run(s) under {folder}", columns, table))
+    print_whole(list_table(f"{len(rows)} run(s) under {folder}", columns, table))
 
 
 @runs_app.command("diff")
