@@ -1,6 +1,6 @@
 # Two commands do all the set-up and the work on a fresh machine with Python 3.11:
 #   make run    virtual environment + dlcli, then the built-in default experiment
-#   make test   the same environment plus the dev extras, then the whole test suite
+#   make test   the same environment plus the dev extras, then the whole test suite (-n auto: cores + 1 workers, see tests/conftest.py)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -170,6 +170,15 @@ class RunCheckpoints:
     def _unreadable(self, step: int, err: Exception) -> "UnreadableCheckpoint":
         return UnreadableCheckpoint(step, self.directory, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}")
 
+    def restore_chosen(self, which: str, targets: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(step, trees) of checkpoint `which` ('best', 'latest' or a step, as `resolve`);
+        'latest' is the newest that reads back (`restore_newest_readable`)."""
+        step = self.resolve(which)
+        if which == "latest":
+            step, trees, _ = self.restore_newest_readable(targets)
+            return step, trees
+        return step, self.restore(step, targets)[0]
+
     def restore_newest_readable(self, targets: dict[str, Any]) -> tuple[int, dict[str, Any], dict]:
         """(step, trees, meta) of the newest checkpoint that reads back whole and matches
         its checksums. Each newer one that does not is named in a warning line; `BadInput`

@@ -189,13 +189,8 @@ class RunDir:
         model = build_model(cfg, self.info(cfg), self.references(cfg))
         checkpoints = self.checkpoints(cfg, read_only=True)
         try:
-            step = checkpoints.resolve(checkpoint)
             state = nnx.state(model)
-            targets = {"model": nnx.to_pure_dict(state)}
-            if checkpoint == "latest":  # the newest that reads back, with a warning for any passed over
-                step, restored, _ = checkpoints.restore_newest_readable(targets)
-            else:
-                restored, _ = checkpoints.restore(step, targets)
+            step, restored = checkpoints.restore_chosen(checkpoint, {"model": nnx.to_pure_dict(state)})
         finally:
             checkpoints.close()
         nnx.replace_by_pure_dict(state, restored["model"])

@@ -28,14 +28,10 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", split: str = "test"
         raise BadInput(f"--shift must be 0 or more pixels, got {shift}")
     checkpoints = run.checkpoints(cfg, read_only=True)
     try:
-        step = checkpoints.resolve(checkpoint)
+        checkpoints.resolve(checkpoint)  # a checkpoint that does not exist is refused before the data is read
         exp = build_experiment(cfg, data_dir, run.references(cfg), parallel=ParallelConfig())
         run.check_same_data(exp.preprocessing)  # the user's data files as they were in training
-        targets = {"model": exp.checkpoint_items()["model"]}
-        if checkpoint == "latest":  # the newest that reads back, with a warning for any passed over
-            step, items, _ = checkpoints.restore_newest_readable(targets)
-        else:
-            items, _ = checkpoints.restore(step, targets)
+        step, items = checkpoints.restore_chosen(checkpoint, {"model": exp.checkpoint_items()["model"]})
     finally:
         checkpoints.close()
     exp.load_checkpoint_items(items)
