@@ -72,8 +72,7 @@ class MetricsLog:
         if resume_step is not None and self.path.exists():
             records, self.dropped_lines = _parse(self.path.read_text(errors="replace"))
             write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records if r["step"] <= resume_step))
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = _summary_writer_class()
         purge = resume_step + 1 if resume_step is not None else None
         # a queue of 10 events (tensorboardX's default) is full after one chunk of steps
         # logged at every step, and then the loop waits for the writer thread at each event
@@ -113,6 +112,23 @@ def _hparams_summaries(config: dict):
 
     _experiment, start, end = hparams(hparam_values(config), {})
     return start, end
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch: where torch is installed,
+    tensorboardX imports it (about 1.5 s of every run's start) only to recognise torch
+    tensors, which dlcli never logs. `import torch` is made to fail during the import,
+    as if torch were absent, unless something in this process imported it already."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # an import of a module set to None raises ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -6,6 +6,9 @@ HParams backend (what `tensorboard --logdir FOLDER` shows)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -115,3 +118,21 @@ def test_tensorboard_reads_a_folder_of_runs_as_one_hparams_table(folder):
                                                   backend.hparams_from_data_provider(context.RequestContext(), "", None))
     columns = {h.name for h in experiment.hparam_infos}
     assert {"training.log_every", "model.width", "training.patience"} <= columns
+
+
+def test_the_event_writer_starts_without_importing_an_installed_torch(tmp_path):
+    """tensorboardX imports torch when it can; a `torch` on the path that fails on import
+    shows whether the run's log still tries (it must not: 1.5 s of every start)."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise RuntimeError('torch was imported')\n")
+    script = ("import sys\n"
+              "from dlcli.runlog import MetricsLog\n"
+              f"log = MetricsLog({str(tmp_path / 'run')!r})\n"
+              "log.write({'step': 1, 'epoch': 0, 'val/loss': 0.5})\n"
+              "log.close()\n"
+              "print('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"]
+    assert any((tmp_path / "run" / "tb").iterdir())
