@@ -110,11 +110,7 @@ class RunDir:
     def summary(self) -> dict | None:
         """summary.json of a finished run; None while it has none (or one cut short: the
         run is then not finished)."""
-        try:
-            summary = json.loads(self.summary_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return summary if isinstance(summary, dict) else None
+        return _json_object(self.summary_file)
 
     def write_summary(self, summary: dict) -> None:
         write_atomically(self.summary_file, json.dumps(summary, indent=2))
@@ -360,11 +356,16 @@ class RunStatus:
 
 def read_status(run_dir: Path) -> dict | None:
     """status.json of a run folder; None if it has none (a run of an older dlcli) or it is unreadable."""
+    return _json_object(Path(run_dir) / STATUS_NAME)
+
+
+def _json_object(path: Path) -> dict | None:
+    """The JSON object in `path`; None if it is missing, unreadable, cut short or not an object."""
     try:
-        status = json.loads((Path(run_dir) / STATUS_NAME).read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return status if isinstance(status, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def find_runs(folder: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import platform
 import signal
@@ -374,9 +375,11 @@ def _finish(exp: Experiment, run_dir: Path, checkpoints: RunCheckpoints, log: Me
 VERSIONED = ("dlcli", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
+@functools.cache
 def environment() -> dict:
     """What a run's numbers depend on besides its config: the package versions, Python,
-    the CPU and the accelerator. Runs agree bit for bit only where all of it is the same."""
+    the CPU and the accelerator. Runs agree bit for bit only where all of it is the same.
+    Read once per process (a run's status.json and summary.json, a worker's every job)."""
 
     versions = {}
     for package in VERSIONED:
