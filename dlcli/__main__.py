@@ -6,8 +6,10 @@ import sys
 
 
 def main() -> None:
-    from dlcli import allocator
+    from dlcli import allocator, interrupts
     from dlcli.errors import DlcliError
+
+    interrupts.install(exit_at_once=True)  # first: a signal during start-up is one line too
 
     try:
         allocator.preload_tcmalloc(sys.argv[1:])

@@ -77,6 +77,9 @@ def preload_tcmalloc(argv: list[str]) -> None:
     env = {**os.environ, "LD_PRELOAD": library, _REEXECUTED: "1"}
     sys.stdout.flush()
     sys.stderr.flush()
+    from dlcli import interrupts
+
+    interrupts.block_until_installed()  # a signal during the exec waits for the new image's handlers
     os.execve(sys.executable, [sys.executable, "-m", "dlcli", *argv], env)
 
 

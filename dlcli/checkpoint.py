@@ -17,6 +17,7 @@ checkpoints a resumed run adds are in the current layout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import sys
@@ -31,11 +32,15 @@ ITEMS = ("model", "optimizer")
 LEGACY_ITEM = "state"
 
 
+@functools.cache
 def _quiet_orbax() -> None:
-    """Orbax's failures reach dlcli as exceptions, each reported in one line (a failed
-    save's thread also logs its traceback, repeatedly on a full disk): its logs stay quiet."""
+    """Orbax's failures reach dlcli as exceptions, each reported in one line: its logs
+    stay quiet (a failed save's thread also logs its traceback, repeatedly on a full
+    disk), and so do the TensorStore writes of a failed save that complete after its
+    event loop closed (bare "Event loop is closed" tracebacks, one per write)."""
     for name in ("absl", "orbax", "jax._src.distributed"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    _drop_unraisable_reports(_is_callback_into_a_closed_loop)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -193,7 +198,7 @@ class RunCheckpoints:
             for err in passed_over:
                 report_line(f"warning: {err.description}; using checkpoint {step}, the newest readable one")
             if passed_over:
-                _drop_unfinished_reads()
+                _drop_unraisable_reports(_is_unfinished_orbax_read)
                 restore_stderr()
             return step, trees, meta
         if not passed_over:
@@ -222,18 +227,29 @@ class RunCheckpoints:
                 raise
 
 
-def _drop_unfinished_reads() -> None:
-    """After a failed read, Orbax's unfinished read coroutines are collected later and
-    Python reports each on stderr ("Exception ignored in"); that failure is reported
-    already (a warning line), so those reports are dropped, and only those."""
+def _drop_unraisable_reports(matches) -> None:
+    """Drop from now on the exceptions Python would report on stderr as unraisable (from a
+    finalizer or a callback of a foreign thread) for which `matches(unraisable)` holds;
+    others are reported as before. Used only for failures already reported in one line."""
     default = sys.unraisablehook
 
     def hook(unraisable) -> None:
-        code = getattr(unraisable.object, "cr_code", None)
-        if code is None or "orbax" not in code.co_filename:
+        if not matches(unraisable):
             default(unraisable)
 
     sys.unraisablehook = hook
+
+
+def _is_unfinished_orbax_read(unraisable) -> bool:
+    """After a failed read, Orbax's unfinished read coroutines, collected later ("Exception ignored in")."""
+    code = getattr(unraisable.object, "cr_code", None)
+    return code is not None and "orbax" in code.co_filename
+
+
+def _is_callback_into_a_closed_loop(unraisable) -> bool:
+    """After a failed save (a full disk), TensorStore's threads finishing the other writes
+    and calling back into the save's closed asyncio loop (a bare "Traceback ... Event loop is closed")."""
+    return isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
 
 
 class UnreadableCheckpoint(BadInput):

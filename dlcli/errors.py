@@ -12,6 +12,7 @@ import os
 import sys
 
 _stderr_fd = 2  # where `report_line` writes; a private copy after `stderr_silenced_on_failure` failed
+_silenced_now: int | None = None  # the real standard error's copy while a `stderr_silenced_on_failure` body runs
 
 
 class DlcliError(Exception):
@@ -87,24 +88,31 @@ def stderr_silenced_on_failure():
     if _stderr_fd != 2:  # silenced by an earlier failure: stays so
         yield
         return
+    global _silenced_now
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
+    _silenced_now = saved
     try:
         yield
     except BaseException:
         _stderr_fd = saved
         raise
+    finally:
+        _silenced_now = None
     os.dup2(saved, 2)
     os.close(saved)
 
 
 def restore_stderr() -> None:
     """Point fd 2 back at the real standard error after a silenced failure that the
-    command recovered from (a damaged checkpoint passed over for an older one)."""
+    command recovered from (a damaged checkpoint passed over for an older one), or at
+    once, inside the silenced body, for a signal's one line before the process exits."""
     global _stderr_fd
-    if _stderr_fd != 2:
+    if _silenced_now is not None:
+        os.dup2(_silenced_now, 2)
+    elif _stderr_fd != 2:
         os.dup2(_stderr_fd, 2)
         os.close(_stderr_fd)
         _stderr_fd = 2

@@ -5,17 +5,23 @@ exception raised inside a finalizer or a garbage-collection callback (JAX has on
 dropped, the interrupt with it. So every signal is also recorded (`received`): a
 command that ran on after a dropped interrupt still ends with it. Where work must stop
 at a safe point (training between chunks of steps, a batch of runs between polls)
-`deferred()` only records the signal, and the work polls `received()`.
+`deferred()` only records the signal, and the work polls `received()`. Elsewhere the
+console script reports the command's one line and exits at once (`install`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
+
+from dlcli.errors import restore_stderr
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: int | None = None  # the first signal since `reset`
+_stop_report = None  # see `on_stop`
 
 
 class Interrupted(KeyboardInterrupt):
@@ -60,12 +66,52 @@ def _record_and_raise(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
-def install() -> None:
-    """Both signals raise `Interrupted` (and are recorded): SIGTERM too ends with cleanup
-    and one line, where by default it ends the process on the spot, saying nothing."""
+def install(*, exit_at_once: bool = False) -> None:
+    """Both signals are recorded and stop the command with cleanup and one line, where by
+    default SIGTERM ends the process on the spot, saying nothing. In process (the Python
+    API, tests) they raise `Interrupted`. In the console script (`exit_at_once`) they
+    report the command's one line (`on_stop`) and end the process at once instead:
+    raising at an arbitrary point can land in a garbage-collection callback (Python then
+    prints a traceback and drops the exception) or in a native module's import (a
+    segfault was seen), while outside `deferred()`, where work stops at safe points,
+    nothing is being written that an exit could cut short (what a command writes, it
+    writes whole)."""
     if threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
-            signal.signal(signum, _record_and_raise)
+            signal.signal(signum, _report_and_exit if exit_at_once else _record_and_raise)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # see `block_until_installed`
+
+
+def block_until_installed() -> None:
+    """Block both signals (before re-executing the process: the mask survives `exec`) so
+    that one sent while the new image starts waits for `install`, which unblocks them."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+
+def on_stop(report) -> None:
+    """`report(signum)` prints the command's one line when a signal ends it at once."""
+    global _stop_report
+    _stop_report = report
+
+
+def _report_and_exit(signum: int, frame) -> None:
+    _record(signum)
+    try:
+        line = f"error: stopped by {signal_name(signum)}\n"
+        restore_stderr()  # the signal may come while a checkpoint restore has it silenced
+        try:
+            if _stop_report is None:
+                sys.stderr.write(line)
+            else:
+                _stop_report(signum)
+        except BaseException:  # the signal came while the console was writing: the plain line
+            sys.stderr.write(line)
+        if sys.stderr.isatty():
+            sys.stderr.write("\x1b[?25h")  # a progress bar may have hidden the cursor
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(128 + signum)
 
 
 def _record_only(signum: int, frame) -> None:

@@ -156,6 +156,12 @@ def train_json(*args: str, data_dir: Path | None = None, process: bool = False) 
     return json.loads((run_cli if process else invoke)("train", *args, "--json", data_dir=data_dir, check=True).stdout)
 
 
+def snapshot(folder: Path) -> dict:
+    """Relative path -> (bytes, mtime) of every file under `folder` (None for folders)."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
+            for p in folder.rglob("*")}
+
+
 def timeless_metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the fields that measure time or say where it ran."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

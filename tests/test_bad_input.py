@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED_DATA, TINY, cli_env, invoke, run_cli, sets, train_json
+from conftest import REPO, SHARED_DATA, TINY, cli_env, invoke, run_cli, sets, snapshot, train_json
 
 from dlcli.config import DATASETS, MODELS, OptimizerConfig
 from dlcli.data.vision import IDX_FILES
@@ -34,12 +34,6 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture
 def run_copy(trained_run, tmp_path) -> Path:
     return Path(shutil.copytree(trained_run, tmp_path / "run"))
-
-
-def snapshot(folder: Path) -> dict:
-    """Relative path -> (bytes, mtime) of every file under `folder` (None for folders)."""
-    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
-            for p in folder.rglob("*")}
 
 
 def refuse(folder: Path, args: list[str], env: dict | None = None, process: bool = False, cwd: Path = REPO) -> list[str]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from scipy import stats
@@ -11,7 +15,7 @@ from dlcli.compare import solve_widths
 from dlcli.config import config_from_dict, load_config
 from dlcli.errors import BadInput
 
-from conftest import invoke, run_cli
+from conftest import REPO, cli_env, invoke, run_cli
 
 
 @pytest.mark.parametrize("model,dataset,budget", [
@@ -35,10 +39,26 @@ def test_budget_too_small_for_depth():
 
 @pytest.mark.e2e
 def test_shallow_vs_deep_end_to_end_and_resume(tmp_path):
+    """SIGTERM once the first run has finished: one line, exit 143; the rerun trains only
+    what is missing, and a second rerun trains nothing."""
     out = tmp_path / "cmp"
     args = ("compare", "shallow-vs-deep", "--task", "sawtooth", "--depths", "1,3", "--seeds", "3", "--steps", "60",
             "--budget", "300", "--workers", "1", "--out", str(out), "--json")
+    process = subprocess.Popen([sys.executable, "-m", "dlcli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=cli_env(), cwd=REPO)
+    deadline = time.monotonic() + 180
+    while not list(out.glob("runs/*/summary.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr
+    assert errors == ["error: stopped by SIGTERM; rerun the same command to continue (what finished is kept)"], stderr
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    assert 1 <= len(kept) < 6
+
     first = json.loads(run_cli(*args, check=True).stdout)
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in kept.items())
     assert [a["label"] for a in first["arms"]] == ["depth 1", "depth 3"]
     for arm in first["arms"]:
         assert abs(arm["params"] - 300) <= 6 and len(arm["values"]) == 3

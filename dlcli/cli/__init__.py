@@ -148,6 +148,16 @@ def use_compilation_cache(enabled: bool) -> None:
         os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
 
 
+def _how_to_continue(command) -> str:
+    """What an interrupted command's one line tells the user to do next."""
+    name = command.__name__.removesuffix("_command")
+    if name == "train":
+        return "rerun the same command with --resume to continue"
+    if name in ("compare", "sweep"):
+        return "rerun the same command to continue (what finished is kept)"
+    return "rerun the same command"
+
+
 def reports_errors(command):
     """Turn a `DlcliError`, an `OSError` or Ctrl-C into one line on stderr and its exit
     code (a full disk is a failure, 1; any other file-system error bad input, 2); with
@@ -159,6 +169,8 @@ def reports_errors(command):
 
         options.start_command()
         as_json = bool(kwargs.get("as_json"))
+        interrupts.on_stop(lambda signum: report_failure(
+            f"stopped by {interrupts.signal_name(signum)}; {_how_to_continue(command)}", 128 + signum, as_json))
         try:
             result = command(*args, **kwargs)
             if interrupts.received():  # an interrupt a finalizer swallowed: the command still ends with it
@@ -170,8 +182,8 @@ def reports_errors(command):
             fail(describe_os_error(err), 1 if err.errno in DISK_FULL else 2, as_json)
         except KeyboardInterrupt as err:
             interrupt = err if isinstance(err, Interrupted) else Interrupted()
-            fail(interrupt.message or f"stopped by {interrupt.signal_name}; rerun the same command with --resume "
-                                      "(train) or as it was (compare, sweep) to continue", interrupt.exit_code, as_json)
+            fail(interrupt.message or f"stopped by {interrupt.signal_name}; {_how_to_continue(command)}",
+                 interrupt.exit_code, as_json)
         except RuntimeError as err:
             if "Unable to initialize backend" not in str(err):
                 raise
@@ -215,6 +227,8 @@ def run(args: list[str]) -> int:
     record_command(list(args))  # the command line a run started now records in its status.json
     start_command()
     wants_json = "--json" in (args[:args.index("--")] if "--" in args else args)
+    interrupts.on_stop(lambda signum: report_failure(f"stopped by {interrupts.signal_name(signum)}", 128 + signum,
+                                                     wants_json))
     try:
         code = app(args=list(args), prog_name="dlcli", standalone_mode=False)
     except typer.TyperException as err:
@@ -236,7 +250,7 @@ def run(args: list[str]) -> int:
 
 def main() -> None:
     """Entry point of the `dlcli` command."""
-    interrupts.install()
+    interrupts.install(exit_at_once=True)
     code = run(sys.argv[1:])
     if code == 0:
         with interrupts.deferred():  # a signal must not raise inside an exit handler
