@@ -75,18 +75,21 @@ def fresh_processes(configs: list[Path], out: Path, workers: int = 2) -> tuple[f
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["DLCLI_COMPILE_CACHE"] = "0"
     pending, running, summaries = list(configs), [], {}
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     while pending or running:
         while pending and len(running) < workers:
             config = pending.pop(0)
             args = [*DLCLI, "train", str(config), "--run-dir", str(out / config.stem), "--json", *BEFORE]
+            log = (out / f"{config.stem}.stderr").open("w")
             running.append((config, subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                                                     stderr=subprocess.DEVNULL, text=True)))
+                                                     stderr=log, text=True)))
         for config, process in list(running):
             if process.poll() is not None:
                 stdout = process.stdout.read()
                 if process.returncode:
-                    raise SystemExit(f"dlcli train {config} failed ({process.returncode})")
+                    stderr = (out / f"{config.stem}.stderr").read_text().strip()
+                    raise SystemExit(f"dlcli train {config} failed ({process.returncode}): {stderr[-400:]}")
                 summaries[config.stem] = json.loads(stdout)
                 running.remove((config, process))
         time.sleep(0.02)
