@@ -164,9 +164,10 @@ def embed_run(run_dir: Path, *, split: str, out: Path, data_dir: Path, checkpoin
 
 
 def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkpoint: str = "best",
-                      overwrite: bool = False) -> dict:
+                      overwrite: bool = False, label: int | None = None) -> dict:
     """Draw `n` samples (images, or points over a 2-D mixture's modes) from a generative
-    run's model at `checkpoint` into the PNG `out`."""
+    run's model at `checkpoint` into the PNG `out`; from a conditional GAN, all of class
+    `label`, or without one a row per class."""
     run, out = RunDir(run_dir), Path(out)
     cfg = run.trained_config()
     if not getattr(cfg.model, "generative", False):
@@ -174,11 +175,19 @@ def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkp
                        "(--prompt samples a language model)")
     if not 1 <= n <= 10_000:
         raise BadInput(f"--n must be between 1 and 10000 samples, got {n}")
+    classes = cfg.model.label_classes(cfg.info) if cfg.model.name == "gan" else 0
+    if label is not None and not classes:
+        raise BadInput(f"--label asks a conditional GAN for one class, but {run.path} trained an unconditional "
+                       f"{cfg.model.name}; drop --label")
+    if label is not None and not 0 <= label < classes:
+        raise BadInput(f"--label must be a class of {cfg.data.name}, 0 to {classes - 1}; got {label}")
     check_output(out, ".png", overwrite)
     model, step = run.restore_model(checkpoint, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    draw_samples(model, cfg, out, f"{cfg.name} ({run.path.name}): {n} samples, step {step}, seed {seed}", n, seed)
-    return {"run_dir": str(run.path), "checkpoint": step, "n": n, "seed": seed, "out": str(out)}
+    what = f"class {label}" if label is not None else "a row per class" if classes else "samples"
+    draw_samples(model, cfg, out, f"{cfg.name} ({run.path.name}): {n} {what}, step {step}, seed {seed}", n, seed, label)
+    return {"run_dir": str(run.path), "checkpoint": step, "n": n, "seed": seed, "out": str(out),
+            **({"label": label} if label is not None else {})}
 
 
 def check_output(out: Path, suffix: str, overwrite: bool) -> None:

@@ -1,8 +1,11 @@
-"""GAN family: parameter counts, the mixtures' mode statistics, the Fréchet distance, the
+"""GAN family: parameter counts (every DCGAN option), the transposed convolution and
+spectral normalisation, the mixtures' mode statistics, the Fréchet distance, the
 players' update schedule and moving average, the gradient penalty, stability warnings,
 the classifier judge on real images, and a run that resumes, evaluates and reproduces."""
 
 from __future__ import annotations
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -10,10 +13,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import SHARED_DATA, assert_resumes_evaluates_and_reproduces
+from conftest import FAMILY_TINY, IMAGES, SHARED_DATA, assert_resumes_evaluates_and_reproduces, invoke, sets, train_json
 
 from dlcli.config import DATASETS, load_config
 from dlcli.models import count_params
+from dlcli.models.layers import SpectralNormed, TransposedConv
 from dlcli.specs.gan import GANConfig
 from dlcli.tasks import make_task
 from dlcli.tasks.adversarial import Adversarial, Judge, frechet_distance, moments, stability_warnings
@@ -33,16 +37,34 @@ def _params(module) -> list[np.ndarray]:
      "digits"),
     ({"architecture": "dcgan", "g_channels": [8, 4], "d_channels": [4, 8], "g_dense": [12, 10], "d_dense": [6],
       "norm": "batch"}, "digits"),
-], ids=["mlp", "mlp-batchnorm-pack-ema", "dcgan-layernorm-pack-ema", "dcgan-dense-batchnorm"])
+    ({"architecture": "dcgan", "g_channels": [8, 4], "d_channels": [4, 8, 8], "g_dense": [16], "d_dense": [12],
+      "g_kernel": 4, "d_kernel": 4, "upsampling": "transposed", "spectral_norm": True, "norm": "batch"}, "digits"),
+    ({"architecture": "dcgan", "g_channels": [8, 6, 4], "d_channels": [4, 8], "g_kernel": 5, "d_kernel": 5,
+      "spectral_norm": True, "pack": 2}, "mnist"),
+    ({"architecture": "dcgan", "g_channels": [8, 4], "d_channels": [4, 8], "d_dense": [6], "conditional": True,
+      "spectral_norm": True, "ema": 0.9}, "digits"),
+], ids=["mlp", "mlp-batchnorm-pack-ema", "dcgan-layernorm-pack-ema", "dcgan-dense-batchnorm",
+        "dcgan-4x4-transposed-spectral-batchnorm-deeper-d", "dcgan-5x5-subpixel-spectral-pack",
+        "dcgan-conditional-projection-spectral-ema"])
 def test_parameter_count_matches_the_spec_and_the_average_is_not_counted(settings, dataset):
     spec = GANConfig(**settings)
     info = DATASETS.get(dataset)().info()
     model = spec.build(info, nnx.Rngs(params=0))
     assert count_params(model) == spec.param_count(info)
-    samples, scores = nnx.jit(lambda m: (s := m.sample(jax.random.key(0), 4), m.critic(jnp.concatenate([s, s]))))(model)
+    labels = jnp.asarray([0, 1, 2, 3] * 2) if spec.conditional else None
+    samples, scores = nnx.jit(lambda m: (s := m.sample(jax.random.key(0), 4),
+                                         m.critic(jnp.concatenate([s, s]), labels)))(model)
     assert samples.shape == (4, *info.input_shape) and scores.shape == (8 // spec.pack,)
+    if spec.conditional:  # the class asked for changes the sample, and the projection changes the score
+        z = jax.random.normal(jax.random.key(1), (2, spec.latent))
+        a, b = model.generate(z, jnp.asarray([3, 3])), model.generate(z, jnp.asarray([3, 5]))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert not np.allclose(a[1], b[1])
+        other = model.critic(jnp.concatenate([samples, samples]), (labels + 1) % 10)
+        assert not np.allclose(scores, other)
     if spec.ema is not None:  # the average starts as the generator, in buffers of its own
-        np.testing.assert_array_equal(model.generate(jnp.ones((2, spec.latent))), model.generator(jnp.ones((2, spec.latent))))
+        z, classes = jnp.ones((2, spec.latent)), ((jnp.asarray([4, 7]),) if spec.conditional else ())
+        np.testing.assert_array_equal(model.generate(z, *classes), model.generator(z, *classes))
 
 
 @pytest.mark.parametrize("dataset", ["ring8", "grid25"])
@@ -102,6 +124,63 @@ def test_discriminator_steps_every_step_generator_every_n_critic_and_the_average
     decay = min(0.9, 2 / 11)  # the first generator update: the warm-up's (1 + 1) / (10 + 1)
     for old, new, average in zip(avg0, g1, _params(model.average)):
         np.testing.assert_allclose(average, decay * old + (1 - decay) * new, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+@pytest.mark.parametrize("impl", ["im2col", "xla"])
+def test_transposed_convolution_is_laxs_with_twice_the_size(kernel, impl):
+    layer = TransposedConv(3, 5, kernel, impl=impl, rngs=nnx.Rngs(params=0))
+    x = jax.random.normal(jax.random.key(1), (2, 7, 6, 3))
+
+    def reference(x, k):
+        return jax.lax.conv_transpose(x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + layer.bias[...]
+
+    k = layer.kernel[...]
+    assert layer(x).shape == (2, 14, 12, 5)
+    np.testing.assert_allclose(layer(x), reference(x, k), rtol=1e-5, atol=1e-5)
+    loss = lambda y: (y ** 2).sum()  # noqa: E731
+    np.testing.assert_allclose(jax.grad(lambda x: loss(layer(x)))(x), jax.grad(lambda x: loss(reference(x, k)))(x),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(nnx.grad(lambda m: loss(m(x)))(layer)["kernel"][...],
+                               jax.grad(lambda k: loss(reference(x, k)))(k), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_spectral_norm_divides_the_kernel_by_its_largest_singular_value(kind):
+    rngs = nnx.Rngs(params=0)
+    layer = nnx.Linear(12, 7, rngs=rngs) if kind == "dense" else nnx.Conv(3, 7, (4, 4), strides=2, rngs=rngs)
+    normed = SpectralNormed(layer, rngs=rngs)
+    matrix = np.asarray(layer.kernel[...]).reshape(-1, 7)
+    largest = np.linalg.svd(matrix, compute_uv=False)[0]
+    assert count_params(normed) == count_params(layer)  # the power iteration's vector is state, not a parameter
+    first = float(normed.sigma())
+    for _ in range(30):
+        normed.refine()
+    assert first <= largest * (1 + 1e-5) and float(normed.sigma()) == pytest.approx(largest, rel=1e-4)
+    x = jax.random.normal(jax.random.key(2), (4, 12) if kind == "dense" else (4, 8, 8, 3))
+    layer.kernel[...] = layer.kernel[...] / float(normed.sigma())
+    expected = layer(x)  # the layer itself, its kernel divided by sigma
+    layer.kernel[...] = layer.kernel[...] * float(normed.sigma())
+    np.testing.assert_allclose(normed(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_spectrally_normalised_dcgan_refines_its_estimates_every_step():
+    cfg = load_config(None, ["model.name=gan", "model.architecture=dcgan", "data.name=digits", "data.normalize=unit",
+                             "model.g_channels=[8,4]", "model.d_channels=[4,8]", "model.g_kernel=4", "model.d_kernel=4",
+                             "model.upsampling=transposed", "model.spectral_norm=true", "model.norm=batch",
+                             "model.classifier_run=unused"])
+    from dlcli.models.gan import GANOptimizers
+
+    model = cfg.model.build(cfg.info, nnx.Rngs(params=0))
+    optimizers = GANOptimizers(model, cfg.model, lambda peak: peak)
+    x = jnp.asarray(cfg.data.load(SHARED_DATA).train[0][:16])
+    estimates = [m for _, m in nnx.iter_graph(model.discriminator) if isinstance(m, SpectralNormed)]
+    assert len(estimates) == 3  # two convolutions and the read-out
+    before = [np.asarray(m.u[...]) for m in estimates]
+    metrics = nnx.jit(make_task(cfg).update)(model, optimizers, x, None, jnp.asarray(0), jax.random.key(1))
+    assert np.isfinite(float(metrics["d_loss"])) and np.isfinite(float(metrics["g_loss"]))
+    # the convolutions' vectors moved; the read-out's (1 output) is +-1, and its sigma exact, from the start
+    assert [not np.allclose(u, m.u[...]) for u, m in zip(before, estimates)] == [True, True, False]
 
 
 class LinearCritic(nnx.Module):
@@ -168,6 +247,17 @@ def test_judge_measures_real_images_and_its_reference_is_the_test_sets_distance(
     assert real["classes"] == 10 and real["class_kl"] < 0.05 and real["confident"] > 0.5
     one = judge.scores(judge.measure(images[:1].repeat(50, 0), jnp.ones(50)))
     assert one["top_class_share"] == 1.0 and one["classes"] <= 1 and one["frechet"] > 10 * real["frechet"]
+    # a conditional generator's view: real images "asked for" as their true class score the
+    # judge's accuracy; asked for the next class, what the judge gets wrong that way
+    labels = jnp.asarray(splits.test[1])
+    logits = model.out(model.features(images))
+    predicted, confident = np.asarray(logits.argmax(1)), np.asarray(jax.nn.softmax(logits).max(1) >= 0.9)
+    for asked in (labels, (labels + 1) % 10):
+        scores = judge.scores(judge.measure(images, jnp.ones(len(images)), asked))
+        hits = predicted == np.asarray(asked)
+        assert scores["requested_accuracy"] == pytest.approx(hits.mean())
+        assert scores["requested_confident"] == pytest.approx((hits & confident).mean())
+    assert "requested_accuracy" not in real
 
 
 def test_gan_run_resumes_evaluates_reproduces_and_draws_its_samples(tmp_path):
@@ -179,3 +269,30 @@ def test_gan_run_resumes_evaluates_reproduces_and_draws_its_samples(tmp_path):
     assert sorted(p.name for p in (tmp_path / "whole" / "samples").iterdir()) == ["step_0000032.png", "step_0000064.png"]
     result = sample_image_grid(tmp_path / "whole", n=100, out=tmp_path / "points.png")
     assert result["n"] == 100 and (tmp_path / "points.png").stat().st_size > 0
+
+
+def test_a_conditional_gan_reports_the_class_asked_for_and_samples_one_class_or_a_row_per_class(tmp_path, judge):
+    """experiments/cgan_mnist.yaml at a tiny size: its evaluations measure how often the
+    judge sees the class asked for; `dlcli sample --label K` draws that class alone."""
+    run = tmp_path / "cgan"
+    summary = train_json("experiments/cgan_mnist.yaml", "--run-dir", str(run),
+                         *sets(*FAMILY_TINY, *IMAGES, f"model.classifier_run={judge}", "model.g_channels=[8,8,8]",
+                               "model.d_channels=[8,8]", "model.spectral_norm=true"))
+    metrics = summary["metrics"]
+    assert 0 <= metrics["test/requested_confident"] <= metrics["test/requested_accuracy"] <= 1
+    drawn = {}
+    for label in ("7", "3", None):
+        out = tmp_path / f"label-{label}.png"
+        result = invoke("sample", str(run), "--n", "20", *(["--label", label] if label else []), "--out", str(out),
+                        "--json", check=True)
+        assert json.loads(result.stdout).get("label") == (int(label) if label else None)
+        drawn[label] = out.read_bytes()
+    assert len(set(drawn.values())) == 3  # the class asked for reaches the generator
+
+    refused = invoke("sample", str(run), "--n", "20", "--label", "10", "--out", str(tmp_path / "x.png"))
+    assert refused.returncode == 2 and refused.stderr.strip() == "error: --label must be a class of mnist, 0 to 9; got 10"
+    vae = tmp_path / "vae"
+    train_json("--run-dir", str(vae), *sets(*FAMILY_TINY, "model.name=vae", "data.normalize=unit"))
+    refused = invoke("sample", str(vae), "--n", "20", "--label", "1", "--out", str(tmp_path / "x.png"))
+    assert refused.returncode == 2 and "trained an unconditional vae; drop --label" in refused.stderr
+    assert not (tmp_path / "x.png").exists()

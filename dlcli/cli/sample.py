@@ -24,6 +24,8 @@ def sample_command(
     n: Optional[int] = typer.Option(None, "--n", help="Samples to draw from a generative model (with --out): images, or 2-D points."),
     out: Optional[Path] = typer.Option(None, "--out", help="The PNG of the drawn samples (an image grid, or points over the modes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    label: Optional[int] = typer.Option(None, "--label", help="The class a conditional GAN draws (with --n and "
+                                                                 "--out); without it, a row per class."),
     length: Optional[int] = typer.Option(None, "--length", help="How many characters to generate; default 200."),
     temperature: Optional[float] = typer.Option(None, "--temperature",
                                                 help="Softmax temperature; 0 takes the most likely character; "
@@ -35,9 +37,10 @@ def sample_command(
 ) -> None:
     """Generate text: the prompt followed by LENGTH sampled characters, on stdout; for a
     sequence-to-sequence run, the greedy decoding of the prompt; for a generative image
-    model (vae, gan), N samples from its prior in a PNG (--n 64 --out grid.png)."""
-    if n is not None or out is not None:
-        _sample_images(run_dir, n, out, prompt, seed, checkpoint, overwrite, as_json)
+    model (vae, gan), N samples from its prior in a PNG (--n 64 --out grid.png); from a
+    conditional GAN, N of one class (--label 7) or a row per class."""
+    if n is not None or out is not None or label is not None:
+        _sample_images(run_dir, n, out, prompt, seed, checkpoint, overwrite, label, as_json)
         return
     if prompt is None:
         from dlcli.errors import BadInput
@@ -55,13 +58,13 @@ def sample_command(
 
 
 def _sample_images(run_dir: Path, n: Optional[int], out: Optional[Path], prompt: Optional[str], seed: int,
-                   checkpoint: str, overwrite: bool, as_json: bool) -> None:
+                   checkpoint: str, overwrite: bool, label: Optional[int], as_json: bool) -> None:
     from dlcli.generate import sample_image_grid
     from dlcli.errors import BadInput
 
     if n is None or out is None or prompt is not None:
         raise BadInput("samples are drawn with both --n N and --out FILE.png and no --prompt")
-    result = sample_image_grid(run_dir, n=n, out=out, seed=seed, checkpoint=checkpoint, overwrite=overwrite)
+    result = sample_image_grid(run_dir, n=n, out=out, seed=seed, checkpoint=checkpoint, overwrite=overwrite, label=label)
     if as_json:
         print_json(result)
     else:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dlcli.data import DatasetInfo
-from dlcli.models.layers import ACTIVATIONS, DenseStack, conv3x3_chain, dense, sub_pixel_chain, upsample
+from dlcli.models.layers import ACTIVATIONS, DenseStack, conv_chain, dense, sub_pixel_chain, upsample
 
 CODE_ACTIVATIONS = {"linear": lambda h: h, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
@@ -72,7 +72,7 @@ class ConvEncoder(nnx.Module):
     -> flattened -> dense -> (B, out)."""
 
     def __init__(self, cfg, info: DatasetInfo, out: int, *, rngs: nnx.Rngs):
-        self.convs = conv3x3_chain([info.input_shape[2], *cfg.channels], 2, rngs=rngs)
+        self.convs = conv_chain([info.input_shape[2], *cfg.channels], 2, rngs=rngs)
         self.out = dense(math.prod(cfg.feature_shape(info)), out, rngs=rngs)
         self.activation = ACTIVATIONS[cfg.activation]
 

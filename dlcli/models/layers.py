@@ -1,6 +1,6 @@
 """Layers shared by the model families: activations, initialisers, dense layers and
-dense stacks, convolutions (im2col) and 3x3 convolution chains, sub-pixel upsampling and
-the normalisation choice. `dlcli.specs.layers` counts their parameters, one helper per
+dense stacks, convolutions (im2col) and convolution chains, sub-pixel upsampling,
+transposed convolutions, spectral normalisation and the normalisation choice. `dlcli.specs.layers` counts their parameters, one helper per
 kind.
 
 Each family file takes its building blocks from here and from no other family file.
@@ -117,11 +117,11 @@ def conv3x3(c_in: int, c_out: int, stride: int = 1, *, init: str = "flax", rngs:
     return conv(c_in, c_out, 3, stride, init=init, rngs=rngs)
 
 
-def conv3x3_chain(channels: Sequence[int], stride: int = 1, *, out_factor: int = 1, init: str = "flax",
-                  rngs: nnx.Rngs) -> nnx.List:
-    """3x3 convolutions channels[0] -> out_factor x channels[1] -> ..., as an `nnx.List`
-    (out_factor 4: the convolutions of sub-pixel upsampling, see `sub_pixel_chain`)."""
-    return nnx.List([conv3x3(a, out_factor * b, stride, init=init, rngs=rngs)
+def conv_chain(channels: Sequence[int], stride: int = 1, *, kernel: int = 3, out_factor: int = 1,
+               init: str = "flax", rngs: nnx.Rngs) -> nnx.List:
+    """kernel x kernel convolutions channels[0] -> out_factor x channels[1] -> ..., as an
+    `nnx.List` (out_factor 4: the convolutions of sub-pixel upsampling, see `sub_pixel_chain`)."""
+    return nnx.List([conv(a, out_factor * b, kernel, stride, init=init, rngs=rngs)
                      for a, b in zip(channels[:-1], channels[1:])])
 
 
@@ -156,11 +156,11 @@ def im2col_conv(x, kernel, window_strides, padding, *, lhs_dilation=None, rhs_di
 
 
 # ----- sub-pixel upsampling (Shi et al. 2016) ------------------------------------------
-def sub_pixel_chain(channels: Sequence[int], *, init: str = "flax", rngs: nnx.Rngs) -> nnx.List:
+def sub_pixel_chain(channels: Sequence[int], *, kernel: int = 3, init: str = "flax", rngs: nnx.Rngs) -> nnx.List:
     """The convolutions of sub-pixel upsampling steps channels[0] -> channels[1] -> ...:
-    each 3x3 to 4x its output channels at the low resolution; `upsample` then spreads
-    each pixel's 4 channel groups over a 2x2 block."""
-    return conv3x3_chain(channels, 1, out_factor=4, init=init, rngs=rngs)
+    each kernel x kernel (3x3 unless given) to 4x its output channels at the low
+    resolution; `upsample` then spreads each pixel's 4 channel groups over a 2x2 block."""
+    return conv_chain(channels, 1, kernel=kernel, out_factor=4, init=init, rngs=rngs)
 
 
 def upsample(conv_layer: nnx.Conv, x: jax.Array) -> jax.Array:
@@ -175,3 +175,83 @@ def depth_to_space(x: jax.Array) -> jax.Array:
     batch, height, width, channels = x.shape
     x = x.reshape(batch, height, width, 2, 2, channels // 4)
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, channels // 4)
+
+
+# ----- transposed convolution (the other way to upsample) -----------------------------
+class TransposedConv(nnx.Module):
+    """x (B, H, W, c_in) -> (B, 2H, 2W, c_out): a kernel x kernel transposed convolution
+    with stride 2 and 'SAME' padding, equal to `lax.conv_transpose(x, kernel, (2, 2),
+    "SAME")` (tested). Parameters `kernel` (k, k, c_in, c_out) and `bias` (c_out,), as
+    `nnx.Conv` names them. On a CPU (`conv_impl`) it is computed as the input spread over
+    a grid twice its size, zeros between, then an im2col convolution over it."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 4, *, impl: str = "auto", init: str = "flax",
+                 rngs: nnx.Rngs):
+        fan_in = kernel * kernel * c_in
+        inits = initializers(init, fan_in) or {"kernel_init": nnx.initializers.lecun_normal(),
+                                               "bias_init": nnx.initializers.zeros_init()}
+        self.kernel = nnx.Param(inits["kernel_init"](rngs.params(), (kernel, kernel, c_in, c_out)))
+        self.bias = nnx.Param(inits["bias_init"](rngs.params(), (c_out,)))
+        self.impl = impl
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(x.dtype)
+        if conv_impl(self.impl) == "xla":
+            y = jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        else:
+            batch, height, width, channels = x.shape
+            spread = jnp.zeros((batch, height, 2, width, 2, channels), x.dtype).at[:, :, 0, :, 0, :].set(x)
+            spread = spread.reshape(batch, 2 * height, 2 * width, channels)  # x at even rows and columns
+            size = kernel.shape[0]
+            before = size - 1 if size <= 2 else -(-size // 2)  # how lax.conv_transpose splits its 'SAME' padding
+            pads = (before, size - 1 - before)  # the grid's trailing zero stands for one row of it
+            spread = jnp.pad(spread, ((0, 0), pads, pads, (0, 0)))
+            y = im2col_conv(spread, kernel, (1, 1), "VALID")
+        return y + self.bias[...].astype(y.dtype)
+
+
+# ----- spectral normalisation (Miyato et al. 2018) ------------------------------------
+class SpectralEstimate(nnx.Variable):
+    """The power iteration's vector of a `SpectralNormed` layer: state, not a parameter."""
+
+
+def _unit(v: jax.Array) -> jax.Array:
+    return v / (jnp.linalg.norm(v) + 1e-12)
+
+
+class SpectralNormed(nnx.Module):
+    """A dense or convolution `layer` whose kernel enters divided by its largest singular
+    value sigma, the kernel read as a (fan_in, out) matrix W. sigma = v W u with u the
+    power iteration's vector (out,), kept between steps, and v = unit(W u); `refine()`
+    takes one power-iteration step (u <- unit(W^T v)), once per training step as in the
+    paper. The layer's parameters keep their names under `layer`; u is not a parameter."""
+
+    def __init__(self, layer: nnx.Linear | nnx.Conv, *, rngs: nnx.Rngs):
+        self.layer = layer
+        self.u = SpectralEstimate(_unit(jax.random.normal(rngs.params(), (layer.kernel.shape[-1],))))
+
+    def _matrix(self) -> jax.Array:
+        kernel = self.layer.kernel[...]
+        return kernel.reshape(-1, kernel.shape[-1]).astype(jnp.float32)
+
+    def sigma(self) -> jax.Array:
+        """The estimate of the kernel's largest singular value (differentiable in the kernel)."""
+        w, u = self._matrix(), self.u[...]
+        v = jax.lax.stop_gradient(_unit(w @ u))
+        return v @ w @ u
+
+    def refine(self) -> None:
+        w = jax.lax.stop_gradient(self._matrix())
+        self.u[...] = _unit(w.T @ _unit(w @ self.u[...]))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        layer = self.layer
+        kernel = layer.kernel[...]
+        kernel = kernel / self.sigma().astype(kernel.dtype)
+        if isinstance(layer, nnx.Linear):
+            y = x @ kernel
+        else:
+            strides = layer.strides if isinstance(layer.strides, tuple) else (layer.strides,) * 2
+            y = layer.conv_general_dilated(x, kernel, strides, layer.padding,
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + layer.bias[...]

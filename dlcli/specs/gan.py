@@ -2,7 +2,11 @@
 together, MLP (`architecture: mlp`, widths `generator` and `discriminator`) or
 DCGAN-style convolutional (`architecture: dcgan`, channels `g_channels` and `d_channels`,
 optional dense layers `g_dense` before the generator's first feature map and `d_dense`
-after the discriminator's last convolution).
+after the discriminator's last convolution; kernel sizes `g_kernel` and `d_kernel`, 3, 4
+or 5; `upsampling` sub_pixel or transposed (stride-2 transposed convolutions);
+`spectral_norm` divides every discriminator kernel by its largest singular value;
+`conditional` makes both networks take a class: the generator one-hot beside its
+latent, the discriminator a projection of a class embedding on its last features).
 
 The two networks have their own Adam optimizers (`g_learning_rate`, `d_learning_rate`,
 `b1` 0.5 and `b2` as in DCGAN); `loss` is `non_saturating` (the original GAN with the
@@ -47,6 +51,11 @@ class GANConfig(ModelSpec):
     d_channels: list[int] = bounded([32, 64], low=1)
     g_dense: list[int] = bounded([], low=1)
     d_dense: list[int] = bounded([], low=1)
+    g_kernel: Literal[3, 4, 5] = 3
+    d_kernel: Literal[3, 4, 5] = 3
+    upsampling: Literal["sub_pixel", "transposed"] = "sub_pixel"
+    spectral_norm: bool = False
+    conditional: bool = False
     norm: Literal["none", "batch", "layer"] = "none"
     loss: Literal["non_saturating", "hinge", "wgan_gp"] = "non_saturating"
     gp_weight: float | None = bounded(None, low=0.0, low_open=True)
@@ -61,6 +70,15 @@ class GANConfig(ModelSpec):
     classifier_run: str | None = None
 
     def validate(self, path: str) -> None:
+        dcgan_only = {"g_kernel": 3, "d_kernel": 3, "upsampling": "sub_pixel", "spectral_norm": False,
+                      "conditional": False}
+        for name, default in dcgan_only.items():
+            if self.architecture != "dcgan" and getattr(self, name) != default:
+                raise BadInput(f"{path}.{name} shapes the convolutional networks, but {path}.architecture is "
+                               f"{self.architecture!r}; remove {name} or set {path}.architecture: dcgan")
+        if self.conditional and self.pack != 1:
+            raise BadInput(f"{path}.conditional scores each sample with its own class, but {path}.pack is {self.pack}; "
+                           f"remove pack (or set {path}.pack: 1)")
         if self.gp_weight is not None and self.loss != "wgan_gp":
             raise BadInput(f"{path}.gp_weight is set but the {self.loss} loss has no gradient penalty; "
                            f"remove gp_weight or set {path}.loss: wgan_gp")
@@ -87,6 +105,9 @@ class GANConfig(ModelSpec):
         if self.architecture == "dcgan" and not info.is_image:
             raise BadInput(f"an image generator (architecture: dcgan) cannot model data of shape {info.input_shape}; "
                            "use architecture: mlp for 2-D points")
+        if self.conditional and info.kind != "classification":
+            raise BadInput("model.conditional generates a requested class, but this dataset has no classes; "
+                           "use a labelled image dataset (mnist, fashion_mnist) or remove conditional")
         if self.classifier_run is not None and not info.is_image:
             raise BadInput("model.classifier_run measures generated images, but this dataset is not images; "
                            "remove classifier_run")
@@ -124,10 +145,16 @@ class GANConfig(ModelSpec):
             raise BadInput(f"model.classifier_run {run} was trained on standardised pixels, but generators "
                            "produce values in [0, 1]; retrain it with data.normalize: unit")
 
+    def label_classes(self, info: DatasetInfo) -> int:
+        """The classes a conditional GAN is asked for (0: unconditional)."""
+        return info.n_outputs if self.conditional else 0
+
     def metrics_for(self, info: DatasetInfo, task_metrics: tuple[str, ...]) -> tuple[str, ...]:
-        """What each evaluation reports: mode statistics for 2-D mixtures, the classifier's view for images."""
+        """What each evaluation reports: mode statistics for 2-D mixtures, the classifier's
+        view for images (a conditional GAN's: also how often it is the class asked for)."""
         if info.is_image:
-            return ("frechet", "class_kl", "classes", "confident", "top_class_share", "frechet_reference")
+            requested = ("requested_accuracy", "requested_confident") if self.conditional else ()
+            return ("frechet", "class_kl", "classes", "confident", "top_class_share", "frechet_reference", *requested)
         return ("kl_uniform", "modes", "high_quality")
 
     def generator_start(self, info: DatasetInfo) -> tuple[int, int, int]:
@@ -148,15 +175,19 @@ class GANConfig(ModelSpec):
             return (dense_params([self.latent, *self.generator, math.prod(info.input_shape)])
                     + norm_params(self.generator, self.norm))
         start = self.generator_start(info)
-        return (dense_params([self.latent, *self.g_dense, math.prod(start)])
-                + conv_params(self.g_channels, out_factor=4) + conv_params([self.g_channels[-1], info.input_shape[2]])
+        latent = self.latent + self.label_classes(info)  # a conditional generator's one-hot class beside z
+        upsampling = conv_params(self.g_channels, self.g_kernel, out_factor=4 if self.upsampling == "sub_pixel" else 1)
+        return (dense_params([latent, *self.g_dense, math.prod(start)]) + upsampling
+                + conv_params([self.g_channels[-1], info.input_shape[2]], self.g_kernel)
                 + norm_params([*self.g_dense, *self.g_channels], self.norm))
 
     def discriminator_params(self, info: DatasetInfo) -> int:
         if self.architecture == "mlp":
             return dense_params([self.pack * math.prod(info.input_shape), *self.discriminator, 1])
-        return (conv_params([self.pack * info.input_shape[2], *self.d_channels])
-                + dense_params([self.discriminator_features(info), *self.d_dense, 1]))
+        features = [self.discriminator_features(info), *self.d_dense]
+        projection = self.label_classes(info) * features[-1]  # a conditional discriminator's class embedding
+        return (conv_params([self.pack * info.input_shape[2], *self.d_channels], self.d_kernel)
+                + dense_params([*features, 1]) + projection)  # spectral norm adds no parameter
 
     def param_count(self, info: DatasetInfo) -> int:
         return self.generator_params(info) + self.discriminator_params(info)

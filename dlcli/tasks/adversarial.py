@@ -92,21 +92,32 @@ class Judge:
         parts = [jax.device_get(measure(images[i: i + batch])) for i in range(0, len(images), batch)]
         return {k: sum(p[k] for p in parts) for k in ("n", "features", "outer")}
 
-    def measure(self, images: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-        """(B, H, W, C) images, mask (B,) -> sums of class counts, confident predictions and features."""
+    def measure(self, images: jax.Array, mask: jax.Array, requested: jax.Array | None = None) -> dict[str, jax.Array]:
+        """(B, H, W, C) images, mask (B,) -> sums of class counts, confident predictions
+        and features; with the classes `requested` (B,) of a conditional generator, also
+        how many were judged that class, and how many confidently."""
         classifier = nnx.merge(self.graphdef, self.state)
         features = classifier.features(images)  # (B, F)
         probs = jax.nn.softmax(classifier.out(features))  # (B, K)
         weighted = features * mask[:, None]
         predicted = jax.nn.one_hot(probs.argmax(1), probs.shape[1]) * mask[:, None]  # (B, K)
-        return {"n": mask.sum(), "class_counts": predicted.sum(0),
-                "confident_counts": (predicted * (probs.max(1) >= CONFIDENT)[:, None]).sum(0),
+        confident = (probs.max(1) >= CONFIDENT)[:, None]
+        sums = {"n": mask.sum(), "class_counts": predicted.sum(0), "confident_counts": (predicted * confident).sum(0),
                 "features": weighted.sum(0), "outer": weighted.T @ features}
+        if requested is not None:
+            as_asked = predicted * jax.nn.one_hot(requested, probs.shape[1])  # (B, K): judged the class asked for
+            sums["requested_counts"] = as_asked.sum()
+            sums["requested_confident_counts"] = (as_asked * confident).sum()
+        return sums
 
     def scores(self, sums: dict) -> dict[str, float]:
         counts = np.asarray(sums["class_counts"], np.float64)
         confident = np.asarray(sums["confident_counts"], np.float64)
-        return {"classes": int((confident > 0).sum()), "class_kl": kl_to_uniform(counts),
+        n = max(float(sums["n"]), 1.0)
+        requested = ({"requested_accuracy": float(sums["requested_counts"]) / n,
+                      "requested_confident": float(sums["requested_confident_counts"]) / n}
+                     if "requested_counts" in sums else {})
+        return {**requested, "classes": int((confident > 0).sum()), "class_kl": kl_to_uniform(counts),
                 "top_class_share": float(counts.max() / max(counts.sum(), 1.0)),
                 "confident": float(confident.sum() / max(float(sums["n"]), 1.0)),
                 "frechet": frechet_distance(*moments(sums), self.reference_mean, self.reference_cov),
@@ -157,6 +168,7 @@ class Adversarial(Task):
     centres: tuple[tuple[float, ...], ...] | None = None  # the modes of a 2-D mixture
     std: float = 0.0
     classifier_run: str | None = None  # the judge's run folder (images)
+    classes: int = 0  # a conditional GAN's classes (0: unconditional)
     judge: Judge | None = None
     kind: str = "generation"
     progress_metric: ClassVar[str] = "g_loss"
@@ -166,7 +178,7 @@ class Adversarial(Task):
         data = cfg.data
         centres = tuple(map(tuple, data.centres().tolist())) if hasattr(data, "centres") else None
         return cls(cfg.model.loss, cfg.model.penalty, cfg.model.n_critic, cfg.model.latent, cfg.model.r1_weight or 0.0,
-                   centres, getattr(data, "std", 0.0), cfg.model.classifier_run)
+                   centres, getattr(data, "std", 0.0), cfg.model.classifier_run, cfg.model.label_classes(cfg.info))
 
     def optimizer(self, cfg, model, total_steps: int):
         """Adam per network (`GANOptimizers`); the logged `lr` is the generator's schedule."""
@@ -217,21 +229,26 @@ class Adversarial(Task):
         grads = jax.grad(lambda r: score(r).sum())(real)
         return jnp.mean(jnp.sum(grads.reshape(real.shape[0] // pack, -1) ** 2, axis=1))
 
-    def _in_precision(self, module):
-        """`module` (computing in the task's precision) as a function of float32 inputs to float32 outputs."""
-        return lambda inputs: raised(module(lowered(inputs, self.precision)), self.precision)
+    def _in_precision(self, module, labels=None):
+        """`module` (computing in the task's precision) as a function of float32 inputs to
+        float32 outputs; a conditional GAN's networks also get the samples' `labels`."""
+        extra = (labels,) if self.classes else ()
+        return lambda inputs: raised(module(lowered(inputs, self.precision), *extra), self.precision)
 
     def update(self, model, optimizers, x, y, step, key) -> dict[str, jax.Array]:
-        """One discriminator step on the real batch x (B, ...) (its labels y are not
-        used), and a generator step when (step + 1) % n_critic == 0. Returns the step's metrics."""
+        """One discriminator step on the real batch x (B, ...), and a generator step when
+        (step + 1) % n_critic == 0, after one power iteration of the discriminator's
+        spectral norms (if any). The labels y are used by a conditional GAN alone: its
+        fakes are asked for the real batch's classes. Returns the step's metrics."""
         batch = x.shape[0]
         d_key, gp_key, g_key = jax.random.split(key, 3)
+        model.refine_spectral_norms()
         with computing_in(self.precision, model.generator) as generator:
-            fake = jax.lax.stop_gradient(self._in_precision(generator)(jax.random.normal(d_key, (batch, self.latent))))
+            fake = jax.lax.stop_gradient(self._in_precision(generator, y)(jax.random.normal(d_key, (batch, self.latent))))
 
         def d_objective(discriminator):
             with computing_in(self.precision, discriminator) as computing:
-                score, pack = self._in_precision(computing), discriminator.pack
+                score, pack = self._in_precision(computing, y), discriminator.pack
                 real_scores, fake_scores = score(x), score(fake)
                 loss = self._d_loss(real_scores, fake_scores)
                 gp = self.penalty * self.gradient_penalty(score, pack, x, fake, gp_key) if self.penalty else jnp.asarray(0.0)
@@ -246,8 +263,9 @@ class Adversarial(Task):
         def g_step(model, optimizers):
             def g_objective(generator):
                 with computing_in(self.precision, generator) as g, computing_in(self.precision, model.discriminator) as d:
-                    fake = g(lowered(jax.random.normal(g_key, (batch, self.latent)), self.precision))
-                    return self._g_loss(raised(d(fake), self.precision))
+                    extra = (y,) if self.classes else ()
+                    fake = g(lowered(jax.random.normal(g_key, (batch, self.latent)), self.precision), *extra)
+                    return self._g_loss(raised(d(fake, *extra), self.precision))
 
             g_loss, g_grads = nnx.value_and_grad(g_objective)(model.generator)
             optimizers.generator.update(model.generator, g_grads)
@@ -278,12 +296,19 @@ class Adversarial(Task):
             record["warnings"] = warnings
 
     def eval_outputs(self, model, x, index):
-        """One generated sample per example (B, ...), its latent a function of the example's index alone."""
+        """One generated sample per example (B, ...), its latent a function of the example's
+        index alone; a conditional GAN's are (samples, the classes asked for: index mod classes)."""
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(EVAL_LATENT_KEY), i))(index)
         latents = jax.vmap(lambda k: jax.random.normal(k, (self.latent,)))(keys)
+        if self.classes:
+            requested = index % self.classes
+            return model.generate(lowered(latents, self.precision), requested), requested
         return model.generate(lowered(latents, self.precision))
 
     def eval_sums(self, samples, y, mask):
+        if self.classes:
+            samples, requested = samples
+            return self.judge.measure(samples, mask, requested)
         if self.judge is not None:
             return self.judge.measure(samples, mask)
         sums = {"count": mask.sum()}

@@ -223,12 +223,14 @@ def interpolation_strip(model, x: np.ndarray, y: np.ndarray, out: Path, title: s
     plots.image_grid(rows, out, title=title)
 
 
-def draw_samples(model, cfg, out: Path, title: str, n: int, seed: int = 0) -> None:
+def draw_samples(model, cfg, out: Path, title: str, n: int, seed: int = 0, label: int | None = None) -> None:
     """`n` samples of a generative model into the PNG `out`: an image grid, or for a 2-D
-    mixture a scatter over its modes."""
+    mixture a scatter over its modes; a conditional GAN's all of class `label`, or
+    without one a row per class."""
     from dlcli import plots
 
-    samples = np.asarray(compiled_sample(model, jax.random.key(seed), n))
+    labels = None if label is None else jnp.full((n,), label, jnp.int32)
+    samples = np.asarray(compiled_sample(model, jax.random.key(seed), n, labels))
     if hasattr(cfg.data, "centres"):
         plots.mode_scatter(samples, cfg.data.centres(), cfg.data.std, out, title)
     else:
@@ -236,7 +238,8 @@ def draw_samples(model, cfg, out: Path, title: str, n: int, seed: int = 0) -> No
 
 
 @functools.partial(nnx.jit, static_argnums=2)
-def compiled_sample(model, key: jax.Array, n: int) -> jax.Array:
-    """`model.sample(key, n)` as one compiled program; run eagerly, every operation of
-    every layer would be dispatched (and the first time compiled) on its own."""
-    return model.sample(key, n)
+def compiled_sample(model, key: jax.Array, n: int, labels: jax.Array | None = None) -> jax.Array:
+    """`model.sample(key, n)` (a conditional GAN's of `labels`, (n,), when given) as one
+    compiled program; run eagerly, every operation of every layer would be dispatched
+    (and the first time compiled) on its own."""
+    return model.sample(key, n) if labels is None else model.sample(key, n, labels)
