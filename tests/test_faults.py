@@ -49,6 +49,17 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> boo
     return True
 
 
+def signal_after(process: subprocess.Popen, signum: int, delay: float, what: str) -> tuple[str, str, str]:
+    """Send `signum` `delay` seconds from now and wait for the end: (stdout, stderr, a
+    context line for assertions); whatever the moment, no traceback."""
+    time.sleep(delay)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=300)
+    context = f"signal {signal.Signals(signum).name} {delay:.2f} s into {what}: exit {process.returncode}\n{stderr}"
+    assert "Traceback" not in stderr, context
+    return stdout, stderr, context
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> tuple[Path, dict, float]:
     """(run folder, summary, seconds from its config.yaml appearing to the process's end)."""
@@ -83,12 +94,7 @@ def test_a_signal_at_a_random_moment_stops_with_one_line_and_resume_ends_as_the_
         run_dir = tmp_path / f"moment{moment}"
         process = start_train(run_dir)
         assert wait_for(run_dir / "config.yaml", process)
-        delay = rng.uniform(0, duration)
-        time.sleep(delay)
-        process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=300)
-        context = f"signal {signum.name} {delay:.2f} s into training: exit {process.returncode}\n{stderr}"
-        assert "Traceback" not in stderr, context
+        stdout, stderr, context = signal_after(process, signum, rng.uniform(0, duration), "training")
         outcomes[_outcome(process.returncode, stderr)] += 1
         if process.returncode == -signal.SIGKILL:  # no word from it: the resume finds what it left
             resumed = run_cli("train", "--run-dir", str(run_dir), *RUN, "--resume", "--json")
@@ -140,12 +146,7 @@ def test_a_signal_at_a_random_moment_of_eval_stops_it_with_one_line_and_changes_
     for _ in range(MOMENTS):
         process = subprocess.Popen([sys.executable, "-m", "dlcli", "eval", str(run_dir), "--json"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
-        delay = rng.uniform(0.2, duration)
-        time.sleep(delay)
-        process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=120)
-        context = f"signal {signum.name} {delay:.2f} s into eval: exit {process.returncode}\n{stderr}"
-        assert "Traceback" not in stderr, context
+        stdout, stderr, context = signal_after(process, signum, rng.uniform(0.2, duration), "eval")
         if process.returncode == 0:
             outcomes["after it exited"] += 1
             assert json.loads(stdout)["metrics"], context
