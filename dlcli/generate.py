@@ -184,8 +184,9 @@ def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkp
     check_output(out, ".png", overwrite)
     model, step = run.restore_model(checkpoint, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    what = f"class {label}" if label is not None else "a row per class" if classes else "samples"
-    draw_samples(model, cfg, out, f"{cfg.name} ({run.path.name}): {n} {what}, step {step}, seed {seed}", n, seed, label)
+    which = f" of class {label}" if label is not None else ", a row per class" if classes else ""
+    draw_samples(model, cfg, out, f"{cfg.name} ({run.path.name}): {n} samples{which}, step {step}, seed {seed}", n, seed,
+                 label)
     return {"run_dir": str(run.path), "checkpoint": step, "n": n, "seed": seed, "out": str(out),
             **({"label": label} if label is not None else {})}
 
