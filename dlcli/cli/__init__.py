@@ -148,14 +148,16 @@ def use_compilation_cache(enabled: bool) -> None:
         os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
 
 
-def _how_to_continue(command) -> str:
-    """What an interrupted command's one line tells the user to do next."""
+def _stopped_line(command, signum: int) -> str:
+    """An interrupted command's one line: the signal, and what to do next."""
     name = command.__name__.removesuffix("_command")
     if name == "train":
-        return "rerun the same command with --resume to continue"
-    if name in ("compare", "sweep"):
-        return "rerun the same command to continue (what finished is kept)"
-    return "rerun the same command"
+        advice = "rerun the same command with --resume to continue"
+    elif name in ("compare", "sweep"):
+        advice = "rerun the same command to continue (what finished is kept)"
+    else:
+        advice = "rerun the same command"
+    return f"stopped by {interrupts.signal_name(signum)}; {advice}"
 
 
 def reports_errors(command):
@@ -169,8 +171,7 @@ def reports_errors(command):
 
         options.start_command()
         as_json = bool(kwargs.get("as_json"))
-        interrupts.on_stop(lambda signum: report_failure(
-            f"stopped by {interrupts.signal_name(signum)}; {_how_to_continue(command)}", 128 + signum, as_json))
+        interrupts.on_stop(lambda signum: report_failure(_stopped_line(command, signum), 128 + signum, as_json))
         try:
             result = command(*args, **kwargs)
             if interrupts.received():  # an interrupt a finalizer swallowed: the command still ends with it
@@ -182,8 +183,7 @@ def reports_errors(command):
             fail(describe_os_error(err), 1 if err.errno in DISK_FULL else 2, as_json)
         except KeyboardInterrupt as err:
             interrupt = err if isinstance(err, Interrupted) else Interrupted()
-            fail(interrupt.message or f"stopped by {interrupt.signal_name}; {_how_to_continue(command)}",
-                 interrupt.exit_code, as_json)
+            fail(interrupt.message or _stopped_line(command, interrupt.signum), interrupt.exit_code, as_json)
         except RuntimeError as err:
             if "Unable to initialize backend" not in str(err):
                 raise
