@@ -21,6 +21,7 @@ from dlcli.errors import restore_stderr
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: int | None = None  # the first signal since `reset`
+_raised_mid_work = False  # see `raised_mid_work`
 _stop_report = None  # see `on_stop`
 
 
@@ -50,9 +51,16 @@ def received() -> int | None:
     return _received
 
 
+def raised_mid_work() -> bool:
+    """Whether a signal since `reset` raised wherever the main thread was, not at a safe
+    point: an import, a finalizer or any other work may have been cut in half, so a
+    process that runs command after command (a batch's worker) should end instead."""
+    return _raised_mid_work
+
+
 def reset() -> None:
-    global _received
-    _received = None
+    global _received, _raised_mid_work
+    _received, _raised_mid_work = None, False
 
 
 def _record(signum: int) -> None:
@@ -62,11 +70,13 @@ def _record(signum: int) -> None:
 
 
 def _record_and_raise(signum: int, frame) -> None:
+    global _raised_mid_work
     _record(signum)
+    _raised_mid_work = True
     raise Interrupted(signum)
 
 
-def install(*, exit_at_once: bool = False) -> None:
+def install(*, exit_at_once: bool = False, signals: tuple[signal.Signals, ...] = SIGNALS) -> None:
     """Both signals are recorded and stop the command with cleanup and one line, where by
     default SIGTERM ends the process on the spot, saying nothing. In process (the Python
     API, tests) they raise `Interrupted`. In the console script (`exit_at_once`) they
@@ -75,9 +85,9 @@ def install(*, exit_at_once: bool = False) -> None:
     prints a traceback and drops the exception) or in a native module's import (a
     segfault was seen), while outside `deferred()`, where work stops at safe points,
     nothing is being written that an exit could cut short (what a command writes, it
-    writes whole)."""
+    writes whole). `signals` narrows which of the two are handled."""
     if threading.current_thread() is threading.main_thread():
-        for signum in SIGNALS:
+        for signum in signals:
             signal.signal(signum, _report_and_exit if exit_at_once else _record_and_raise)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # see `block_until_installed`
 
@@ -116,7 +126,7 @@ def _report_and_exit(signum: int, frame) -> None:
 
 def _record_only(signum: int, frame) -> None:
     if _received is not None:  # a second signal: the user means it, stop at once
-        raise Interrupted(signum)
+        _record_and_raise(signum, frame)
     _record(signum)
 
 

@@ -8,7 +8,10 @@ job's run folder and figures are those of the same `dlcli train` in a fresh proc
 
 An exception that escapes a command (a bug, not a bad input: those are exit codes)
 is written to the job's stderr and ends the worker with code 1, so the next job gets a
-fresh process; so does any crash, which the parent sees as the end of the pipe. A
+fresh process; so does any crash, which the parent sees as the end of the pipe, and a
+job that SIGINT (the batch stopping a pruned job or one past its time limit) stopped
+anywhere but at a safe point of training: the signal may have cut an import in half
+(a later job then found `jax` without `jax.core`), so the worker ends unanswered. A
 worker whose parent is gone (killed, its machine's sweep process lost) ends at once,
 even in the middle of a job, so no orphan goes on writing a run folder that a shared
 sweep may have handed to another process.
@@ -19,12 +22,13 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
 
-from dlcli import allocator
+from dlcli import allocator, interrupts
 
 
 def serve(requests, replies) -> None:
@@ -43,6 +47,8 @@ def serve(requests, replies) -> None:
                 code = None
             finally:
                 sys.stdout, sys.stderr = own_stdout, own_stderr
+        if interrupts.raised_mid_work():
+            os._exit(1)
         if code is None:
             replies.write(json.dumps({"code": 1}) + "\n")
             replies.flush()
@@ -76,6 +82,9 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def main() -> None:
+    # SIGINT raises `Interrupted` and is recorded (`interrupts.raised_mid_work`); SIGTERM,
+    # with which the batch ends its workers, keeps ending this process on the spot
+    interrupts.install(signals=(signal.SIGINT,))
     _exit_with_parent(int(sys.argv[1]))
     allocator.keep_freed_memory()  # tcmalloc, where chosen, came preloaded with the parent's environment
     # Replies go to a private copy of stdout; file descriptor 1 itself is pointed at
