@@ -175,7 +175,7 @@ def sample_image_grid(run_dir: Path, *, n: int, out: Path, seed: int = 0, checkp
                        "(--prompt samples a language model)")
     if not 1 <= n <= 10_000:
         raise BadInput(f"--n must be between 1 and 10000 samples, got {n}")
-    classes = cfg.model.label_classes(cfg.info) if cfg.model.name == "gan" else 0
+    classes = cfg.model.label_classes(cfg.info)
     if label is not None and not classes:
         raise BadInput(f"--label asks a conditional GAN for one class, but {run.path} trained an unconditional "
                        f"{cfg.model.name}; drop --label")

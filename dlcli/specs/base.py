@@ -63,6 +63,11 @@ class ModelSpec:
     def check_referenced(self, runs: dict[str, Any], data) -> None:
         """`BadInput` unless the configs of the referenced runs ({field: ExperimentConfig}) fit this one."""
 
+    def label_classes(self, info: DatasetInfo) -> int:
+        """How many classes a generative model can be asked to draw (`dlcli sample
+        --label`); 0 for models that take no class."""
+        return 0
+
     def pretrained_start(self) -> tuple[str, str] | None:
         """(run folder, checkpoint) whose model weights a new run starts from (the model's
         `load_pretrained` takes them), or None."""

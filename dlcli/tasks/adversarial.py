@@ -263,9 +263,8 @@ class Adversarial(Task):
         def g_step(model, optimizers):
             def g_objective(generator):
                 with computing_in(self.precision, generator) as g, computing_in(self.precision, model.discriminator) as d:
-                    extra = (y,) if self.classes else ()
-                    fake = g(lowered(jax.random.normal(g_key, (batch, self.latent)), self.precision), *extra)
-                    return self._g_loss(raised(d(fake, *extra), self.precision))
+                    fake = self._in_precision(g, y)(jax.random.normal(g_key, (batch, self.latent)))
+                    return self._g_loss(self._in_precision(d, y)(fake))
 
             g_loss, g_grads = nnx.value_and_grad(g_objective)(model.generator)
             optimizers.generator.update(model.generator, g_grads)
